@@ -1,0 +1,1 @@
+"""User profiles and personal access tokens, as event-driven services."""

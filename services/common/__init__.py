@@ -1,0 +1,1 @@
+"""Building blocks shared by the services: config, database, events, auth."""

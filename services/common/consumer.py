@@ -1,0 +1,135 @@
+"""Idempotent event consumption with bounded retries and a dead-letter topic.
+
+Subscribers use FastStream's ``AckPolicy.NACK_ON_ERROR``: the offset is
+committed only after the handler returns, and an exception rewinds the
+partition to the failed record. The default ``ACK_FIRST`` commits before the
+handler runs, so a crash would lose the event.
+
+Each event's effect and the record of its ``ce_id`` commit in one database
+transaction, so a redelivered event changes nothing. An event that cannot be
+parsed, or whose handler keeps failing for a reason other than an outage, goes
+to the dead-letter topic with the error and its original headers, and the
+partition moves on. An outage (database or network unreachable) is re-raised
+so that the record is delivered again once the outage ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
+
+from services.common.cloudevents import Envelope, InvalidEvent, decode
+from services.common.db import Connection, Pool
+from services.contracts import Event
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Connection, Any, Envelope], Awaitable[None]]
+
+MAX_ATTEMPTS = 3
+RETRY_BASE_SECONDS = 0.2
+
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+class EventDispatcher:
+    """Routes each record of one consumer to the handler for its event type."""
+
+    def __init__(self, pool: Pool, broker: KafkaBroker, dead_letter_topic: str) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._dead_letter_topic = dead_letter_topic
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, event_type: type[Event], handler: Handler) -> None:
+        self._handlers[event_type.ce_type] = handler
+
+    async def handle(self, message: KafkaMessage) -> None:
+        """Apply one Kafka record exactly once, or dead-letter it."""
+        record = message.raw_message
+        assert not isinstance(record, tuple), "batch subscribers are not used"
+        headers = list(record.headers or ())
+        try:
+            envelope = decode(headers, record.value)
+        except InvalidEvent as error:
+            await self._dead_letter(record, headers, f"invalid event: {error}")
+            return
+
+        handler = self._handlers.get(envelope.type)
+        if handler is None or envelope.event is None:
+            log.debug("skipped event type %s id=%s", envelope.type, envelope.id)
+            return
+
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                await self._apply_once(handler, envelope)
+                return
+            except OUTAGE_ERRORS:
+                raise
+            except Exception as error:
+                if attempt == MAX_ATTEMPTS:
+                    reason = f"handler failed {attempt} times: {error!r}"
+                    await self._dead_letter(record, headers, reason)
+                    return
+                log.warning(
+                    "handler for %s id=%s failed (attempt %d); retrying: %r",
+                    envelope.type,
+                    envelope.id,
+                    attempt,
+                    error,
+                )
+                await asyncio.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+
+    async def _apply_once(self, handler: Handler, envelope: Envelope) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2)"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING true",
+                envelope.id,
+                envelope.type,
+            )
+            if not inserted:
+                log.info("skipped duplicate %s id=%s", envelope.type, envelope.id)
+                return
+            await handler(conn, envelope.event, envelope)
+        log.info(
+            "applied %s id=%s subject=%s", envelope.type, envelope.id, envelope.subject
+        )
+
+    async def _dead_letter(
+        self, record: Any, headers: list[tuple[str, bytes]], reason: str
+    ) -> None:
+        dead_headers = {name: raw.decode(errors="replace") for name, raw in headers}
+        dead_headers.update(
+            {
+                "dlt_error": reason[:1000],
+                "dlt_topic": record.topic,
+                "dlt_partition": str(record.partition),
+                "dlt_offset": str(record.offset),
+            }
+        )
+        await self._broker.publish(
+            record.value or b"",
+            self._dead_letter_topic,
+            key=record.key,
+            headers=dead_headers,
+        )
+        log.error(
+            "dead-lettered record %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )

@@ -1,0 +1,209 @@
+"""The parts every service runs: pool, migrations, broker, relay, HTTP basics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import uvicorn
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from faststream.kafka import KafkaBroker
+
+from services.common import logs
+from services.common.auth import (
+    AuthenticationError,
+    Authenticator,
+    Identity,
+    PatValidator,
+    ServiceUnavailable,
+    to_http_error,
+)
+from services.common.config import ServiceConfig
+from services.common.db import Pool, create_pool, migrate
+from services.common.kafka import TopicSpec, create_broker, ensure_topics
+from services.common.outbox import OutboxRelay
+from services.contracts import Topics
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+Worker = Callable[[], Awaitable[None]]
+
+SHUTDOWN_SECONDS = 10.0
+
+
+class Runtime:
+    """Wires one service: configuration, database, Kafka and background work."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ServiceConfig,
+        migrations: Path,
+        topics_to_create: list[TopicSpec] | None = None,
+    ) -> None:
+        self.name = name
+        self.schema = name
+        self.config = config
+        self.topics = Topics(config.topic_prefix)
+        self.broker: KafkaBroker = create_broker(config.kafka_bootstrap, name)
+        self._migrations = migrations
+        self._topics_to_create = topics_to_create or []
+        self._pool: Pool | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._startup_hooks: list[Hook] = []
+        self._workers: list[Worker] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pat_validator: PatValidator | None = None
+
+    @property
+    def pool(self) -> Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.name} has not started")
+        return self._pool
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            raise RuntimeError(f"{self.name} has not started")
+        return self._http
+
+    def on_startup(self, hook: Hook) -> None:
+        """Run ``hook`` after migrations and before consumers start."""
+        self._startup_hooks.append(hook)
+
+    def add_worker(self, worker: Worker) -> None:
+        """Run ``worker`` as a background task from start-up until shutdown."""
+        self._workers.append(worker)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        dsn = self.config.database_url.get_secret_value()
+        self._pool = await create_pool(dsn, self.schema)
+        self._http = httpx.AsyncClient(timeout=5.0)
+        await migrate(self._pool, self.schema, self._migrations)
+        for hook in self._startup_hooks:
+            await hook()
+        await ensure_topics(self.config.kafka_bootstrap, self._topics_to_create)
+        await self.broker.start()
+
+        relay = OutboxRelay(
+            self._pool,
+            self.broker,
+            self.schema,
+            self.name,
+            self.config.outbox_poll_seconds,
+        )
+        for worker in [relay.run, *self._workers]:
+            self._tasks.append(asyncio.create_task(self._supervise(worker)))
+        log.info("%s started", self.name)
+        try:
+            yield
+        finally:
+            await self._shutdown()
+
+    async def _supervise(self, worker: Worker) -> None:
+        name = getattr(worker, "__qualname__", repr(worker))
+        while True:
+            try:
+                await worker()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s failed; restarting in 1 s", name)
+                await asyncio.sleep(1.0)
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait_for(
+            asyncio.gather(*self._tasks, return_exceptions=True), SHUTDOWN_SECONDS
+        )
+        self._tasks.clear()
+        await self.broker.stop()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("%s stopped", self.name)
+
+    def authenticator(self) -> Authenticator:
+        return Authenticator(
+            self.http,
+            self.config.profile_url,
+            self.config.tokens_url,
+            self.pat_validator,
+        )
+
+    async def identify(
+        self, authorization: str | None, allow_pat: bool = True
+    ) -> Identity:
+        try:
+            return await self.authenticator().authenticate(authorization, allow_pat)
+        except (AuthenticationError, ServiceUnavailable) as error:
+            raise to_http_error(error) from error
+
+    def create_app(self, title: str) -> FastAPI:
+        app = FastAPI(title=title, lifespan=self.lifespan)
+        app.state.runtime = self
+
+        @app.get("/healthz", include_in_schema=False)
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/readyz", include_in_schema=False)
+        async def readyz() -> dict[str, str]:
+            try:
+                await self.pool.fetchval("SELECT 1")
+            except Exception as error:
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE, "database unreachable"
+                ) from error
+            return {"status": "ready"}
+
+        return app
+
+    def serve(self, app: FastAPI) -> None:
+        logs.configure(self.name, self.config.log_level)
+        uvicorn.run(
+            app,
+            host=self.config.http_host,
+            port=self.config.http_port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(SHUTDOWN_SECONDS),
+        )
+
+
+async def _any_caller(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Identity:
+    runtime: Runtime = request.app.state.runtime
+    return await runtime.identify(authorization, allow_pat=True)
+
+
+async def _session_caller(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Identity:
+    runtime: Runtime = request.app.state.runtime
+    return await runtime.identify(authorization, allow_pat=False)
+
+
+Caller = Annotated[Identity, Depends(_any_caller)]
+"""A caller signed in with a session or a personal access token."""
+
+SessionCaller = Annotated[Identity, Depends(_session_caller)]
+"""A caller signed in with a password session; tokens are rejected with 403."""
+
+
+def require_admin(identity: Identity) -> None:
+    if not identity.is_admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "this request needs the administrator role"
+        )
