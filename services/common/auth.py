@@ -47,7 +47,7 @@ class ServiceUnavailable(Exception):
     """The service that checks the credential could not be reached."""
 
 
-PatValidator = Callable[[str], Awaitable[Identity]]
+CredentialValidator = Callable[[str], Awaitable[Identity]]
 
 
 def bearer_credential(authorization: str | None) -> str:
@@ -68,11 +68,13 @@ class Authenticator:
         client: httpx.AsyncClient,
         profile_url: str,
         tokens_url: str,
-        pat_validator: PatValidator | None = None,
+        session_validator: CredentialValidator | None = None,
+        pat_validator: CredentialValidator | None = None,
     ) -> None:
         self._client = client
         self._profile_url = profile_url.rstrip("/")
         self._tokens_url = tokens_url.rstrip("/")
+        self._session_validator = session_validator or self._validate_session
         self._pat_validator = pat_validator or self._validate_pat_remotely
 
     async def authenticate(
@@ -80,7 +82,7 @@ class Authenticator:
     ) -> Identity:
         credential = bearer_credential(authorization)
         if credential.startswith(SESSION_PREFIX):
-            return await self._validate_session(credential)
+            return await self._session_validator(credential)
         if credential.startswith(PAT_PREFIX):
             if not allow_pat:
                 raise PatNotAllowed

@@ -18,8 +18,8 @@ from services.common import logs
 from services.common.auth import (
     AuthenticationError,
     Authenticator,
+    CredentialValidator,
     Identity,
-    PatValidator,
     ServiceUnavailable,
     to_http_error,
 )
@@ -45,7 +45,6 @@ class Runtime:
         name: str,
         config: ServiceConfig,
         migrations: Path,
-        topics_to_create: list[TopicSpec] | None = None,
     ) -> None:
         self.name = name
         self.schema = name
@@ -53,13 +52,14 @@ class Runtime:
         self.topics = Topics(config.topic_prefix)
         self.broker: KafkaBroker = create_broker(config.kafka_bootstrap, name)
         self._migrations = migrations
-        self._topics_to_create = topics_to_create or []
+        self.topics_to_create: list[TopicSpec] = []
         self._pool: Pool | None = None
         self._http: httpx.AsyncClient | None = None
         self._startup_hooks: list[Hook] = []
         self._workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self.pat_validator: PatValidator | None = None
+        self.session_validator: CredentialValidator | None = None
+        self.pat_validator: CredentialValidator | None = None
 
     @property
     def pool(self) -> Pool:
@@ -89,7 +89,7 @@ class Runtime:
         await migrate(self._pool, self.schema, self._migrations)
         for hook in self._startup_hooks:
             await hook()
-        await ensure_topics(self.config.kafka_bootstrap, self._topics_to_create)
+        await ensure_topics(self.config.kafka_bootstrap, self.topics_to_create)
         await self.broker.start()
 
         relay = OutboxRelay(
@@ -138,6 +138,7 @@ class Runtime:
             self.http,
             self.config.profile_url,
             self.config.tokens_url,
+            self.session_validator,
             self.pat_validator,
         )
 

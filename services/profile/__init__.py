@@ -1,0 +1,1 @@
+"""The profile service: users, roles, passwords and sign-in sessions."""

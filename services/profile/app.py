@@ -1,0 +1,380 @@
+"""The profile service: wiring, HTTP routes and the first administrator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Response, status
+from pydantic import BaseModel, Field, SecretStr
+
+from services.common.auth import (
+    CHALLENGE,
+    SESSION_PREFIX,
+    AuthenticationError,
+    Identity,
+    bearer_credential,
+)
+from services.common.config import ServiceConfig
+from services.common.db import Connection
+from services.common.errors import invalid_field, not_found
+from services.common.kafka import TopicSpec
+from services.common.outbox import add_event
+from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
+from services.contracts import Role, UserCreated, UserUpdated
+from services.profile.fields import DisplayName, Email, Password, TimeZone, Username
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class ProfileConfig(ServiceConfig):
+    http_port: int = 8102
+    database_url: SecretStr = SecretStr(
+        "postgresql://profile_svc:profile-dev-only@127.0.0.1:15432/pat"
+    )
+    admin_username: str = "admin"
+    admin_email: str = "admin@example.org"
+    admin_password: SecretStr = SecretStr("admin-dev-only-password")
+    session_hours: int = Field(default=12, ge=1, le=720)
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    username: str
+    display_name: str
+    email: str
+    time_zone: str
+    role: Role
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserCreate(BaseModel):
+    username: Username
+    display_name: DisplayName
+    email: Email
+    password: Password
+    role: Role = "user"
+    time_zone: TimeZone = "UTC"
+
+
+class UserChange(BaseModel):
+    display_name: DisplayName | None = None
+    email: Email | None = None
+    role: Role | None = None
+    active: bool | None = None
+    time_zone: TimeZone | None = None
+
+
+class MyProfileChange(BaseModel):
+    display_name: DisplayName | None = None
+    time_zone: TimeZone | None = None
+
+
+class SignIn(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+
+
+class SessionOut(BaseModel):
+    token: str = Field(description="The session token; send it as a Bearer token.")
+    user_id: uuid.UUID
+    expires_at: datetime
+
+
+class CurrentSession(BaseModel):
+    user_id: uuid.UUID
+    username: str
+    role: Role
+    expires_at: datetime
+
+
+def _user_out(row: Any) -> UserOut:
+    return UserOut(**{name: row[name] for name in UserOut.model_fields})
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class ProfileService:
+    def __init__(self, runtime: Runtime, config: ProfileConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.hasher = PasswordHasher()
+        # Verified when a username is unknown, so that sign-in takes as long
+        # for unknown names as for wrong passwords.
+        self._decoy_hash = self.hasher.hash(secrets.token_hex(16))
+
+    async def hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def verify_password(self, stored_hash: str, password: str) -> bool:
+        try:
+            return await asyncio.to_thread(self.hasher.verify, stored_hash, password)
+        except VerificationError:
+            return False
+
+    async def _publish_user(
+        self, conn: Connection, row: Any, created: bool, at: datetime
+    ) -> None:
+        fields = {
+            "user_id": row["id"],
+            "username": row["username"],
+            "display_name": row["display_name"],
+            "email": row["email"],
+            "time_zone": row["time_zone"],
+            "role": row["role"],
+            "active": row["active"],
+        }
+        event = UserCreated(**fields) if created else UserUpdated(**fields)
+        topic = self.runtime.topics.profile_events
+        await add_event(conn, self.runtime.schema, topic, event, at)
+
+    async def create_user(self, new: UserCreate) -> UserOut:
+        password_hash = await self.hash_password(new.password)
+        now = datetime.now(UTC)
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO users (id, username, display_name, email, time_zone,"
+                    " role, password_hash, created_at, updated_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *",
+                    uuid.uuid4(),
+                    new.username,
+                    new.display_name,
+                    new.email,
+                    new.time_zone,
+                    new.role,
+                    password_hash,
+                    now,
+                )
+            except asyncpg.UniqueViolationError as error:
+                message = f"username {new.username!r} is already taken"
+                raise invalid_field(
+                    ("body", "username"), message, "value_error.taken"
+                ) from error
+            await self._publish_user(conn, row, created=True, at=now)
+        return _user_out(row)
+
+    async def ensure_first_admin(self) -> None:
+        """Create the administrator named in the configuration if missing."""
+        exists = await self.runtime.pool.fetchval(
+            "SELECT true FROM users WHERE lower(username) = lower($1)",
+            self.config.admin_username,
+        )
+        if exists:
+            return
+        admin = UserCreate(
+            username=self.config.admin_username,
+            display_name="Administrator",
+            email=self.config.admin_email,
+            password=self.config.admin_password.get_secret_value(),
+            role="administrator",
+        )
+        # A replica starting at the same time may create it first.
+        with contextlib.suppress(HTTPException):
+            await self.create_user(admin)
+
+    async def get_user(self, user_id: uuid.UUID) -> UserOut:
+        row = await self.runtime.pool.fetchrow(
+            "SELECT * FROM users WHERE id = $1", user_id
+        )
+        if row is None:
+            raise not_found("user")
+        return _user_out(row)
+
+    async def list_users(self) -> list[UserOut]:
+        rows = await self.runtime.pool.fetch("SELECT * FROM users ORDER BY username")
+        return [_user_out(row) for row in rows]
+
+    async def change_user(self, user_id: uuid.UUID, changes: dict[str, Any]) -> UserOut:
+        now = datetime.now(UTC)
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT * FROM users WHERE id = $1 FOR UPDATE", user_id
+            )
+            if row is None:
+                raise not_found("user")
+            changed = {k: v for k, v in changes.items() if row[k] != v}
+            if not changed:
+                return _user_out(row)
+            assignments = ", ".join(
+                f"{name} = ${index}" for index, name in enumerate(changed, start=3)
+            )
+            row = await conn.fetchrow(
+                f"UPDATE users SET updated_at = $2, {assignments}"
+                " WHERE id = $1 RETURNING *",
+                user_id,
+                now,
+                *changed.values(),
+            )
+            if changed.get("active") is False:
+                await conn.execute(
+                    "UPDATE sessions SET ended_at = $2"
+                    " WHERE user_id = $1 AND ended_at IS NULL",
+                    user_id,
+                    now,
+                )
+            await self._publish_user(conn, row, created=False, at=now)
+        return _user_out(row)
+
+    async def sign_in(self, username: str, password: str) -> SessionOut:
+        row = await self.runtime.pool.fetchrow(
+            "SELECT id, password_hash, active FROM users"
+            " WHERE lower(username) = lower($1)",
+            username.strip(),
+        )
+        stored_hash = row["password_hash"] if row else self._decoy_hash
+        verified = await self.verify_password(stored_hash, password)
+        if row is None or not verified or not row["active"]:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "invalid username or password",
+                headers=CHALLENGE,
+            )
+        token = SESSION_PREFIX + secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        expires_at = now + timedelta(hours=self.config.session_hours)
+        await self.runtime.pool.execute(
+            "INSERT INTO sessions (id, user_id, token_digest, created_at, expires_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            uuid.uuid4(),
+            row["id"],
+            _digest(token),
+            now,
+            expires_at,
+        )
+        return SessionOut(token=token, user_id=row["id"], expires_at=expires_at)
+
+    async def current_session(self, token: str) -> CurrentSession:
+        row = await self.runtime.pool.fetchrow(
+            "SELECT u.id, u.username, u.role, s.expires_at"
+            " FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.token_digest = $1 AND s.ended_at IS NULL"
+            " AND s.expires_at > now() AND u.active",
+            _digest(token),
+        )
+        if row is None:
+            raise AuthenticationError("the session is unknown or has ended")
+        return CurrentSession(
+            user_id=row["id"],
+            username=row["username"],
+            role=row["role"],
+            expires_at=row["expires_at"],
+        )
+
+    async def validate_session(self, token: str) -> Identity:
+        session = await self.current_session(token)
+        return Identity(session.user_id, session.username, session.role, "session")
+
+    async def end_session(self, token: str) -> None:
+        await self.runtime.pool.execute(
+            "UPDATE sessions SET ended_at = now()"
+            " WHERE token_digest = $1 AND ended_at IS NULL",
+            _digest(token),
+        )
+
+
+def build_router(service: ProfileService) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/sessions", status_code=201, tags=["sessions"])
+    async def sign_in(credentials: SignIn, response: Response) -> SessionOut:
+        """Sign in with username and password; returns a session token."""
+        response.headers["Cache-Control"] = "no-store"
+        return await service.sign_in(credentials.username, credentials.password)
+
+    @router.get("/sessions/current", tags=["sessions"])
+    async def current_session(
+        caller: SessionCaller,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> CurrentSession:
+        """Describe the session that signed this request."""
+        return await service.current_session(bearer_credential(authorization))
+
+    @router.delete("/sessions/current", status_code=204, tags=["sessions"])
+    async def sign_out(
+        caller: SessionCaller,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> None:
+        """End the session that signed this request."""
+        await service.end_session(bearer_credential(authorization))
+
+    @router.get("/me", tags=["me"])
+    async def my_profile(caller: Caller) -> UserOut:
+        """Show the caller's profile."""
+        return await service.get_user(caller.user_id)
+
+    @router.patch("/me", tags=["me"])
+    async def change_my_profile(change: MyProfileChange, caller: Caller) -> UserOut:
+        """Change the caller's display name or time zone."""
+        changes = change.model_dump(exclude_none=True)
+        return await service.change_user(caller.user_id, changes)
+
+    @router.post("/users", status_code=201, tags=["users"])
+    async def create_user(new: UserCreate, caller: SessionCaller) -> UserOut:
+        """Create a user (administrators only)."""
+        require_admin(caller)
+        return await service.create_user(new)
+
+    @router.get("/users", tags=["users"])
+    async def list_users(caller: Caller) -> list[UserOut]:
+        """List users (administrators only)."""
+        require_admin(caller)
+        return await service.list_users()
+
+    @router.get("/users/{user_id}", tags=["users"])
+    async def get_user(user_id: uuid.UUID, caller: Caller) -> UserOut:
+        """Show a user (administrators only)."""
+        require_admin(caller)
+        return await service.get_user(user_id)
+
+    @router.patch("/users/{user_id}", tags=["users"])
+    async def change_user(
+        user_id: uuid.UUID, change: UserChange, caller: SessionCaller
+    ) -> UserOut:
+        """Change a user's name, email, role, time zone or active state
+        (administrators only)."""
+        require_admin(caller)
+        changes = change.model_dump(exclude_none=True)
+        if user_id == caller.user_id and (
+            changes.get("active") is False
+            or changes.get("role", "administrator") != "administrator"
+        ):
+            raise invalid_field(
+                ("body",),
+                "administrators cannot deactivate or demote themselves",
+                "value_error.self",
+            )
+        return await service.change_user(user_id, changes)
+
+    return router
+
+
+def create_app(config: ProfileConfig | None = None) -> FastAPI:
+    config = config or ProfileConfig()
+    runtime = Runtime("profile", config, MIGRATIONS)
+    runtime.topics_to_create.append(TopicSpec(runtime.topics.profile_events))
+    service = ProfileService(runtime, config)
+    runtime.session_validator = service.validate_session
+    runtime.on_startup(service.ensure_first_admin)
+    app = runtime.create_app("profile")
+    app.include_router(build_router(service))
+    return app
+
+
+def main() -> None:
+    config = ProfileConfig()
+    app = create_app(config)
+    app.state.runtime.serve(app)

@@ -1,0 +1,1 @@
+"""The settings service: the catalogue of system settings and their values."""

@@ -1,0 +1,3 @@
+from services.settings.app import main
+
+main()
