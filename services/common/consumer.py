@@ -47,7 +47,9 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 class EventDispatcher:
     """Routes each record of one consumer to the handler for its event type."""
 
-    def __init__(self, pool: Pool, broker: KafkaBroker, dead_letter_topic: str) -> None:
+    def __init__(
+        self, pool: Callable[[], Pool], broker: KafkaBroker, dead_letter_topic: str
+    ) -> None:
         self._pool = pool
         self._broker = broker
         self._dead_letter_topic = dead_letter_topic
@@ -93,7 +95,7 @@ class EventDispatcher:
                 await asyncio.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
 
     async def _apply_once(self, handler: Handler, envelope: Envelope) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool().acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2)"
                 " ON CONFLICT (event_id) DO NOTHING RETURNING true",

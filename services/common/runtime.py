@@ -12,7 +12,9 @@ from typing import Annotated
 import httpx
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
 from services.common import logs
 from services.common.auth import (
@@ -24,6 +26,7 @@ from services.common.auth import (
     to_http_error,
 )
 from services.common.config import ServiceConfig
+from services.common.consumer import EventDispatcher
 from services.common.db import Pool, create_pool, migrate
 from services.common.kafka import TopicSpec, create_broker, ensure_topics
 from services.common.outbox import OutboxRelay
@@ -72,6 +75,31 @@ class Runtime:
         if self._http is None:
             raise RuntimeError(f"{self.name} has not started")
         return self._http
+
+    def consume(self, topic: str) -> EventDispatcher:
+        """Subscribe to ``topic``; register handlers on the returned dispatcher.
+
+        Each topic gets its own consumer group, read from the earliest offset
+        the first time, so a new service learns the whole retained history.
+        """
+        dead_letters = self.topics.dead_letters(self.name)
+        dispatcher = EventDispatcher(lambda: self.pool, self.broker, dead_letters)
+        self.topics_to_create.append(TopicSpec(dead_letters))
+
+        async def on_record(message: KafkaMessage) -> None:
+            await dispatcher.handle(message)
+
+        topic_name = topic.removeprefix(self.topics.prefix)
+        on_record.__name__ = f"on_{topic_name.replace('.', '_')}"
+        self.broker.subscriber(
+            topic,
+            group_id=f"{self.topics.prefix}{self.name}.{topic_name}",
+            auto_offset_reset="earliest",
+            # The offset is committed after the handler returns, and an
+            # exception rewinds to the record: see services.common.consumer.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+        )(on_record)
+        return dispatcher
 
     def on_startup(self, hook: Hook) -> None:
         """Run ``hook`` after migrations and before consumers start."""

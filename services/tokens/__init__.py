@@ -1,0 +1,1 @@
+"""The tokens service: personal access tokens, their validation and expiry."""

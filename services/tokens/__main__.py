@@ -1,0 +1,3 @@
+from services.tokens.app import main
+
+main()

@@ -1,0 +1,271 @@
+"""HTTP routes of the tokens service."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Response, status
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic.types import StrictInt
+
+from services.common.auth import (
+    AuthenticationError,
+    Identity,
+    bearer_credential,
+)
+from services.common.errors import invalid_field, not_found
+from services.common.runtime import Caller, SessionCaller, require_admin
+from services.tokens.service import Outcome, TokenService
+
+log = logging.getLogger(__name__)
+
+MAX_EXPIRE_DAYS = 180
+
+
+def _check_printable(text: str) -> str:
+    if any(unicodedata.category(char).startswith("C") for char in text):
+        raise ValueError("must not contain control or format characters")
+    return text
+
+
+TokenName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_check_printable),
+]
+
+
+class TokenCreate(BaseModel):
+    name: TokenName = Field(description="A name that says what the token is for.")
+    expire_in_days: StrictInt = Field(
+        ge=1,
+        le=MAX_EXPIRE_DAYS,
+        description="Days until the token expires: a whole number from 1 to the "
+        "administrator's maximum (at most 180).",
+    )
+
+
+class TokenOut(BaseModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    state: Literal["active", "expired"]
+
+
+class NewToken(TokenOut):
+    token: str = Field(description="The token value; it is shown only this once.")
+
+
+class FeatureOut(BaseModel):
+    enabled: bool
+    max_expire_days: int
+
+
+class ValidationOut(BaseModel):
+    token_id: uuid.UUID
+    user_id: uuid.UUID
+    username: str
+    role: str
+    expires_at: datetime
+
+
+class ClockAdvance(BaseModel):
+    seconds: StrictInt = Field(ge=0, le=400 * 86400)
+
+
+class ClockOut(BaseModel):
+    now: datetime
+    offset_seconds: float
+
+
+class ScanOut(BaseModel):
+    expiring: int
+    expired: int
+
+
+FEATURE_OFF = (
+    "personal access tokens are switched off; an administrator can switch "
+    "them on with the setting pat_enabled"
+)
+
+
+def build_router(service: TokenService) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    def token_out(row: dict[str, Any]) -> TokenOut:
+        state: Literal["active", "expired"] = (
+            "active" if service.clock.now() < row["expires_at"] else "expired"
+        )
+        return TokenOut(**{**row, "state": state})
+
+    async def require_feature() -> None:
+        if not (await service.feature()).enabled:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, FEATURE_OFF)
+
+    async def visible_token(token_id: uuid.UUID, caller: Identity) -> dict[str, Any]:
+        # Someone else's token is reported as missing, so existence never leaks.
+        row = await service.get(token_id)
+        if row is None or (row["user_id"] != caller.user_id and not caller.is_admin):
+            raise not_found("token")
+        return row
+
+    @router.get("/tokens/feature", tags=["tokens"])
+    async def feature(caller: Caller) -> FeatureOut:
+        """Report whether tokens are switched on, and the longest expiry."""
+        current = await service.feature()
+        return FeatureOut(
+            enabled=current.enabled, max_expire_days=current.max_expire_days
+        )
+
+    @router.post("/tokens", status_code=201, tags=["tokens"])
+    async def create_token(
+        new: TokenCreate, caller: SessionCaller, response: Response
+    ) -> NewToken:
+        """Create a token for the signed-in person; the value is shown once."""
+        if caller.role == "collaborator":
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "collaborators cannot create personal access tokens",
+            )
+        current = await service.feature()
+        if not current.enabled:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, FEATURE_OFF)
+        if new.expire_in_days > current.max_expire_days:
+            raise invalid_field(
+                ("body", "expire_in_days"),
+                f"must be at most {current.max_expire_days}, the administrator's "
+                "maximum",
+                "less_than_equal",
+            )
+        row, value = await service.create(caller.user_id, new.name, new.expire_in_days)
+        response.headers["Cache-Control"] = "no-store"
+        return NewToken(**token_out(row).model_dump(), token=value)
+
+    @router.get("/tokens", tags=["tokens"])
+    async def list_my_tokens(caller: Caller) -> list[TokenOut]:
+        """List the caller's tokens, without their values."""
+        await require_feature()
+        return [token_out(row) for row in await service.list_for(caller.user_id)]
+
+    @router.get("/tokens/{token_id}", tags=["tokens"])
+    async def get_token(token_id: uuid.UUID, caller: Caller) -> TokenOut:
+        """Show one of the caller's tokens."""
+        if not caller.is_admin:
+            await require_feature()
+        return token_out(await visible_token(token_id, caller))
+
+    @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
+    async def delete_token(token_id: uuid.UUID, caller: Caller) -> None:
+        """Delete one of the caller's tokens; it stops authenticating at once.
+
+        With a token, a caller can delete only that token itself."""
+        if caller.method == "pat" and caller.token_id != token_id:
+            raise not_found("token")
+        await visible_token(token_id, caller)
+        if not await service.revoke(token_id, caller.user_id):
+            raise not_found("token")
+
+    @router.get("/users/{user_id}/tokens", tags=["administration"])
+    async def list_user_tokens(user_id: uuid.UUID, caller: Caller) -> list[TokenOut]:
+        """List any user's tokens (administrators only)."""
+        require_admin(caller)
+        return [token_out(row) for row in await service.list_for(user_id)]
+
+    @router.delete(
+        "/users/{user_id}/tokens/{token_id}", status_code=204, tags=["administration"]
+    )
+    async def delete_user_token(
+        user_id: uuid.UUID, token_id: uuid.UUID, caller: SessionCaller
+    ) -> None:
+        """Delete any user's token (administrators only)."""
+        require_admin(caller)
+        row = await service.get(token_id)
+        if row is None or row["user_id"] != user_id:
+            raise not_found("token")
+        if not await service.revoke(token_id, caller.user_id):
+            raise not_found("token")
+
+    @router.get(
+        "/auth/validate",
+        tags=["gateway"],
+        responses={401: {"description": "Invalid"}, 403: {"description": "Refused"}},
+    )
+    async def validate(
+        response: Response, authorization: Annotated[str | None, Header()] = None
+    ) -> ValidationOut:
+        """Tell a gateway whether the Bearer token is valid and whose it is.
+
+        401: missing, malformed, unknown, expired or deleted. 403: tokens are
+        switched off, or the owner may no longer use them."""
+        try:
+            credential = bearer_credential(authorization)
+        except AuthenticationError:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "invalid token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            ) from None
+        result = await service.validate(credential)
+        if result.outcome is not Outcome.VALID:
+            log.info(
+                "token refused: %s",
+                result.reason,
+                extra={"token_id": str(result.token_id) if result.token_id else None},
+            )
+        if result.outcome is Outcome.INVALID:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "invalid token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        if result.outcome is Outcome.FORBIDDEN:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "token refused")
+        assert result.token_id and result.user_id and result.username and result.role
+        assert result.expires_at is not None
+        response.headers["X-Auth-User-Id"] = str(result.user_id)
+        response.headers["X-Auth-Username"] = result.username
+        response.headers["X-Auth-Role"] = result.role
+        response.headers["X-Auth-Token-Id"] = str(result.token_id)
+        return ValidationOut(
+            token_id=result.token_id,
+            user_id=result.user_id,
+            username=result.username,
+            role=result.role,
+            expires_at=result.expires_at,
+        )
+
+    return router
+
+
+def build_dev_router(service: TokenService) -> APIRouter:
+    """Routes that move time; mounted only when the environment is development."""
+    router = APIRouter(prefix="/v1/dev", tags=["development"])
+
+    @router.get("/clock")
+    async def read_clock() -> ClockOut:
+        return ClockOut(
+            now=service.clock.now(),
+            offset_seconds=service.clock.offset.total_seconds(),
+        )
+
+    @router.post("/clock/advance")
+    async def advance_clock(advance: ClockAdvance) -> ClockOut:
+        """Move the service's clock forward, then run an expiry scan."""
+        service.clock.advance(timedelta(seconds=advance.seconds))
+        await service.scan()
+        return await read_clock()
+
+    @router.post("/expiry-scan")
+    async def run_expiry_scan() -> ScanOut:
+        """Run one expiry scan now."""
+        result = await service.scan()
+        return ScanOut(expiring=result.expiring, expired=result.expired)
+
+    return router

@@ -1,0 +1,65 @@
+"""The tokens service: wiring of configuration, database, Kafka and routes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.common.auth import AuthenticationError, Identity
+from services.common.kafka import TopicSpec
+from services.common.runtime import Runtime
+from services.contracts import SettingChanged, UserCreated, UserUpdated
+from services.tokens.api import build_dev_router, build_router
+from services.tokens.clock import Clock
+from services.tokens.config import TokensConfig
+from services.tokens.service import Outcome, TokenService
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(config: TokensConfig | None = None) -> FastAPI:
+    config = config or TokensConfig()
+    runtime = Runtime("tokens", config, MIGRATIONS)
+    runtime.topics_to_create.append(TopicSpec(runtime.topics.tokens_events))
+    service = TokenService(runtime, config, Clock(adjustable=config.development))
+
+    async def validate_pat(token: str) -> Identity:
+        result = await service.validate(token)
+        if result.outcome is not Outcome.VALID:
+            raise AuthenticationError("the token is not valid")
+        assert result.user_id and result.username and result.role
+        return Identity(
+            result.user_id,
+            result.username,
+            result.role,  # type: ignore[arg-type]
+            "pat",
+            result.token_id,
+        )
+
+    async def scan_periodically() -> None:
+        while True:
+            await service.scan()
+            await asyncio.sleep(config.scan_interval_seconds)
+
+    runtime.pat_validator = validate_pat
+    runtime.add_worker(scan_periodically)
+    runtime.consume(runtime.topics.settings_values).register(
+        SettingChanged, service.on_setting_changed
+    )
+    profile_events = runtime.consume(runtime.topics.profile_events)
+    profile_events.register(UserCreated, service.on_user_changed)
+    profile_events.register(UserUpdated, service.on_user_changed)
+
+    app = runtime.create_app("tokens")
+    app.include_router(build_router(service))
+    if config.development:
+        app.include_router(build_dev_router(service))
+    return app
+
+
+def main() -> None:
+    config = TokensConfig()
+    app = create_app(config)
+    app.state.runtime.serve(app)
