@@ -1,0 +1,1 @@
+"""The notifier service: emails people about their tokens."""

@@ -1,0 +1,191 @@
+"""The notifier service: stores email requests from events and sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiosmtplib
+import asyncpg
+from fastapi import FastAPI
+from pydantic import Field, SecretStr
+
+from services.common.cloudevents import Envelope
+from services.common.config import ServiceConfig
+from services.common.db import Connection
+from services.common.runtime import Runtime
+from services.contracts import TokenExpired, TokenExpiring, UserCreated, UserUpdated
+from services.notifier.emails import EXPIRED, EXPIRING, compose
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SEND_BATCH = 10
+
+
+class NotifierConfig(ServiceConfig):
+    http_port: int = 8104
+    database_url: SecretStr = SecretStr(
+        "postgresql://notifier_svc:notifier-dev-only@127.0.0.1:15432/pat"
+    )
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=11025, ge=1, le=65535)
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    mail_from: str = "Personal access tokens <no-reply@example.org>"
+    message_id_domain: str = "notifier.pat.invalid"
+    send_poll_seconds: float = Field(default=1.0, gt=0)
+    max_send_attempts: int = Field(default=20, ge=1)
+    max_backoff_seconds: float = Field(default=300.0, gt=0)
+
+
+class Notifier:
+    def __init__(self, runtime: Runtime, config: NotifierConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+
+    async def on_user_changed(
+        self, conn: Connection, event: UserCreated | UserUpdated, _: Envelope
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO users (user_id, email, display_name, time_zone)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE"
+            " SET email = excluded.email, display_name = excluded.display_name,"
+            " time_zone = excluded.time_zone",
+            event.user_id,
+            event.email,
+            event.display_name,
+            event.time_zone,
+        )
+
+    async def on_token_expiring(
+        self, conn: Connection, event: TokenExpiring, _: Envelope
+    ) -> None:
+        await self._request(conn, EXPIRING, event)
+
+    async def on_token_expired(
+        self, conn: Connection, event: TokenExpired, _: Envelope
+    ) -> None:
+        await self._request(conn, EXPIRED, event)
+
+    async def _request(
+        self, conn: Connection, kind: str, event: TokenExpiring | TokenExpired
+    ) -> None:
+        dedupe_key = f"{kind}.{event.token_id}"
+        await conn.execute(
+            "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
+            " token_name, expires_at, message_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (dedupe_key) DO NOTHING",
+            dedupe_key,
+            kind,
+            event.user_id,
+            event.token_id,
+            event.name,
+            event.expires_at,
+            f"<{dedupe_key}@{self.config.message_id_domain}>",
+        )
+
+    async def send_pending(self) -> int:
+        """Send one batch of due emails; return how many were attempted.
+
+        Rows stay locked (``FOR UPDATE SKIP LOCKED``) while they are sent, so
+        replicas never send the same email at once. A crash after the server
+        accepted an email but before the commit sends it again with the same
+        Message-ID, which lets the recipient's mail system recognise it.
+        """
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT r.*, u.email, u.display_name, u.time_zone"
+                " FROM email_requests r JOIN users u ON u.user_id = r.user_id"
+                " WHERE r.status = 'pending' AND r.next_attempt_at <= now()"
+                " ORDER BY r.id LIMIT $1 FOR UPDATE OF r SKIP LOCKED",
+                SEND_BATCH,
+            )
+            for row in rows:
+                await self._send(conn, row)
+        return len(rows)
+
+    async def _send(self, conn: Connection, row: asyncpg.Record) -> None:
+        message = compose(
+            row["kind"],
+            sender=self.config.mail_from,
+            recipient=row["email"],
+            display_name=row["display_name"],
+            time_zone=row["time_zone"],
+            token_name=row["token_name"],
+            expires_at=row["expires_at"],
+            message_id=row["message_id"],
+        )
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=self.config.smtp_host,
+                port=self.config.smtp_port,
+                timeout=self.config.smtp_timeout_seconds,
+            )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            await self._record_failure(conn, row, error)
+            return
+        await conn.execute(
+            "UPDATE email_requests SET status = 'sent', sent_at = now(),"
+            " attempts = attempts + 1, last_error = NULL WHERE id = $1",
+            row["id"],
+        )
+        log.info(
+            "sent %s email for token %s to user %s",
+            row["kind"],
+            row["token_id"],
+            row["user_id"],
+        )
+
+    async def _record_failure(
+        self, conn: Connection, row: asyncpg.Record, error: Exception
+    ) -> None:
+        attempts = row["attempts"] + 1
+        delay = min(2.0**attempts, self.config.max_backoff_seconds)
+        gave_up = attempts >= self.config.max_send_attempts
+        await conn.execute(
+            "UPDATE email_requests SET attempts = $2, last_error = $3,"
+            " next_attempt_at = $4, status = $5 WHERE id = $1",
+            row["id"],
+            attempts,
+            repr(error)[:500],
+            datetime.now(UTC) + timedelta(seconds=delay),
+            "failed" if gave_up else "pending",
+        )
+        log.warning(
+            "sending %s email %s failed (attempt %d); %s: %r",
+            row["kind"],
+            row["id"],
+            attempts,
+            "giving up" if gave_up else f"retrying in {delay:.0f} s",
+            error,
+        )
+
+    async def send_forever(self) -> None:
+        while True:
+            if await self.send_pending() < SEND_BATCH:
+                await asyncio.sleep(self.config.send_poll_seconds)
+
+
+def create_app(config: NotifierConfig | None = None) -> FastAPI:
+    config = config or NotifierConfig()
+    runtime = Runtime("notifier", config, MIGRATIONS)
+    notifier = Notifier(runtime, config)
+    runtime.add_worker(notifier.send_forever)
+
+    profile_events = runtime.consume(runtime.topics.profile_events)
+    profile_events.register(UserCreated, notifier.on_user_changed)
+    profile_events.register(UserUpdated, notifier.on_user_changed)
+    tokens_events = runtime.consume(runtime.topics.tokens_events)
+    tokens_events.register(TokenExpiring, notifier.on_token_expiring)
+    tokens_events.register(TokenExpired, notifier.on_token_expired)
+
+    return runtime.create_app("notifier")
+
+
+def main() -> None:
+    config = NotifierConfig()
+    app = create_app(config)
+    app.state.runtime.serve(app)

@@ -1,0 +1,56 @@
+"""The text of each email the notifier sends."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.message import EmailMessage
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+EXPIRING = "token-expiring"
+EXPIRED = "token-expired"
+
+
+def local_time(instant: datetime, time_zone: str) -> str:
+    """Format ``instant`` in the person's time zone, naming the zone."""
+    try:
+        zone = ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone, time_zone = ZoneInfo("UTC"), "UTC"
+    local = instant.astimezone(zone)
+    return f"{local:%A %d %B %Y, %H:%M} {local.tzname()} ({time_zone})"
+
+
+def compose(
+    kind: str,
+    *,
+    sender: str,
+    recipient: str,
+    display_name: str,
+    time_zone: str,
+    token_name: str,
+    expires_at: datetime,
+    message_id: str,
+) -> EmailMessage:
+    when = local_time(expires_at, time_zone)
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Message-ID"] = message_id
+    if kind == EXPIRING:
+        message["Subject"] = f'Your personal access token "{token_name}" expires soon'
+        body = (
+            f"Hello {display_name},\n\n"
+            f'your personal access token "{token_name}" expires on {when}.\n'
+            "Applications that use it will be refused from then on. Create a new "
+            "token and give it to them before that time.\n"
+        )
+    else:
+        message["Subject"] = f'Your personal access token "{token_name}" has expired'
+        body = (
+            f"Hello {display_name},\n\n"
+            f'your personal access token "{token_name}" expired on {when}.\n'
+            "Applications that still use it are refused. Create a new token if "
+            "they still need access.\n"
+        )
+    message.set_content(body)
+    return message
