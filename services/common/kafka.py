@@ -28,7 +28,10 @@ def create_broker(bootstrap: str, client_id: str) -> KafkaBroker:
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
-        logger=logging.getLogger(f"faststream.{client_id}"),
+        # A logger outside "faststream", whose own handler prints plain text;
+        # per-message lines go at DEBUG because the dispatcher logs each event.
+        logger=logging.getLogger("services.broker"),
+        log_level=logging.DEBUG,
     )
 
 

@@ -176,6 +176,8 @@ def build_router(service: TokenService) -> APIRouter:
     async def list_user_tokens(user_id: uuid.UUID, caller: Caller) -> list[TokenOut]:
         """List any user's tokens (administrators only)."""
         require_admin(caller)
+        if not await service.user_known(user_id):
+            raise not_found("user")
         return [token_out(row) for row in await service.list_for(user_id)]
 
     @router.delete(

@@ -106,6 +106,12 @@ class TokenService:
             event.active,
         )
 
+    async def user_known(self, user_id: uuid.UUID) -> bool:
+        known = await self.runtime.pool.fetchval(
+            "SELECT true FROM users WHERE user_id = $1", user_id
+        )
+        return bool(known)
+
     # Tokens.
 
     async def _publish(
