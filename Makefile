@@ -1,0 +1,44 @@
+# Everything runs from the virtual environment in .venv, installed from the
+# pinned requirements.lock on first use.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install infra-up infra-down infra-status demo test lint format clean
+
+$(INSTALLED): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(INSTALLED)
+
+infra-up: install
+	$(PY) -m infra up
+
+infra-down: install
+	$(PY) -m infra down
+
+infra-status: install
+	$(PY) -m infra status
+
+demo: install
+	$(PY) scripts/demo.py
+
+lint: install
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: lint
+	$(PY) -m pytest
+
+clean: infra-down
+	rm -rf .run

@@ -1,0 +1,210 @@
+"""Fixtures that start the real servers and the four services once per run.
+
+Kafka, Postgres and the SMTP sink are started through ``infra`` when they are
+not running, and stopped again at the end only if this run started them. Each
+run gets its own database and topic prefix, so runs never see each other's
+data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from infra import cli as infra_cli
+from infra.config import InfraConfig, load
+from services.client import Api
+from services.launcher import SERVICES, Stack, free_port, start_stack
+from services.provision import drop, provision
+
+ADMIN_PASSWORD = "admin-dev-only-password"
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[InfraConfig]:
+    config = load()
+    already_up = {
+        report.name
+        for report in infra_cli.status(config=config, echo=False)
+        if report.ok
+    }
+    infra_cli.up(config=config, echo=False)
+    yield config
+    started = [name for name in ("smtp", "kafka", "postgres") if name not in already_up]
+    if started:
+        infra_cli.down(started, config=config, echo=False)
+
+
+@dataclass
+class RunContext:
+    infra: InfraConfig
+    database: str
+    topic_prefix: str
+    stack: Stack
+    api: Api
+    events: EventLog
+    run_id: str
+
+    def log_text(self) -> str:
+        return "".join(
+            path.read_text(errors="replace") for path in self.stack.logs.values()
+        )
+
+
+@dataclass
+class EventLog:
+    """Every record on the run's topics, collected by a background consumer."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of_type(self, suffix: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                r
+                for r in self.records
+                if r["headers"].get("ce_type", "").endswith(suffix)
+            ]
+
+
+def _collect_events(
+    bootstrap: str, topics: list[str], log: EventLog, stop: threading.Event
+) -> None:
+    async def consume() -> None:
+        consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+            metadata_max_age_ms=1000,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        entry = {
+                            "topic": record.topic,
+                            "key": record.key.decode() if record.key else None,
+                            "headers": {k: v.decode() for k, v in record.headers},
+                            "raw": record.value or b"",
+                            "value": json.loads(record.value) if record.value else None,
+                        }
+                        with log.lock:
+                            log.records.append(entry)
+        finally:
+            await consumer.stop()
+
+    asyncio.run(consume())
+
+
+@pytest.fixture(scope="session")
+def run(
+    infra: InfraConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunContext]:
+    run_id = uuid.uuid4().hex[:8]
+    database = f"pat_test_{run_id}"
+    topic_prefix = f"test-{run_id}."
+    dsns = asyncio.run(provision(infra.pg_dsn, database))
+    log_dir = infra.run_dir / "test-logs" / run_id
+    ports = {name: free_port() for name in SERVICES}
+    stack = start_stack(
+        dsns,
+        infra.kafka_bootstrap,
+        infra.smtp_port,
+        log_dir,
+        topic_prefix=topic_prefix,
+        ports=ports,
+        extra_env={
+            "PAT_ENVIRONMENT": "development",
+            # Tests run expiry scans on demand through the development API.
+            "PAT_SCAN_INTERVAL_SECONDS": "3600",
+            "PAT_SEND_POLL_SECONDS": "0.2",
+            "PAT_OUTBOX_POLL_SECONDS": "0.5",
+            "PAT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        },
+    )
+    events = EventLog()
+    stop = threading.Event()
+    topics = [
+        f"{topic_prefix}{name}"
+        for name in (
+            "settings.events",
+            "settings.values",
+            "profile.events",
+            "tokens.events",
+        )
+    ]
+    collector = threading.Thread(
+        target=_collect_events,
+        args=(infra.kafka_bootstrap, topics, events, stop),
+        daemon=True,
+    )
+    collector.start()
+    api = Api(stack.urls)
+    try:
+        yield RunContext(infra, database, topic_prefix, stack, api, events, run_id)
+    finally:
+        api.close()
+        stop.set()
+        collector.join(10)
+        stack.stop()
+        asyncio.run(drop(infra.pg_dsn, database))
+
+
+@pytest.fixture(scope="session")
+def admin(run: RunContext) -> str:
+    """A session of the first administrator, with tokens switched on."""
+    session = run.api.sign_in("admin", ADMIN_PASSWORD)
+    run.api.change_setting(session, "pat_enabled", True)
+    run.api.wait_for_feature(session, enabled=True)
+    return session
+
+
+@dataclass
+class Person:
+    user: dict[str, Any]
+    password: str
+    session: str
+
+    @property
+    def id(self) -> str:
+        return str(self.user["id"])
+
+
+def make_person(
+    run: RunContext, admin: str, role: str = "user", time_zone: str = "UTC"
+) -> Person:
+    name = f"{role[:4]}{uuid.uuid4().hex[:8]}"
+    password = f"pw-{uuid.uuid4().hex}"
+    user = run.api.create_user(
+        admin,
+        username=name,
+        display_name=f"{role.title()} {name}",
+        email=f"{name}@{run.run_id}.example.org",
+        password=password,
+        role=role,
+        time_zone=time_zone,
+    )
+    run.api.wait_for_user(admin, user["id"])
+    return Person(user, password, run.api.sign_in(name, password))
+
+
+@pytest.fixture
+def person(run: RunContext, admin: str) -> Person:
+    return make_person(run, admin)
+
+
+def logs_dir(run: RunContext) -> Path:
+    return next(iter(run.stack.logs.values())).parent

@@ -1,0 +1,148 @@
+"""The main job end to end, across the four service processes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from infra import mailbox
+from tests.conftest import Person, RunContext, make_person
+
+DAY = 86400
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+def wait_for_events(
+    run: RunContext, suffix: str, token_id: str, count: int = 1, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [
+            e
+            for e in run.events.of_type(suffix)
+            if e["value"] and e["value"].get("token_id") == token_id
+        ]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def mails_for(address: str) -> list[mailbox.MailMessage]:
+    return [m for m in mailbox.read_messages() if address in (m["rcpt_tos"] or [])]
+
+
+def test_token_lifecycle_end_to_end(run: RunContext, admin: str) -> None:
+    api = run.api
+    owner = make_person(run, admin, time_zone="Australia/Sydney")
+    email = owner.user["email"]
+
+    token = api.create_token(owner.session, "ci pipeline", 30)
+    value = token["token"]
+    profile = httpx.get(f"{run.stack.urls['profile']}/v1/me", headers=bearer(value))
+    collaborator = make_person(run, admin, role="collaborator")
+    refused = httpx.post(
+        f"{run.stack.urls['tokens']}/v1/tokens",
+        json={"name": "nope", "expire_in_days": 5},
+        headers=bearer(collaborator.session),
+    )
+
+    assert value.startswith("ecpat_")
+    assert profile.status_code == 200
+    assert profile.json()["username"] == owner.user["username"]
+    assert refused.status_code == 403
+    assert "collaborator" in refused.json()["detail"]
+    [created] = wait_for_events(run, "token.created.v1", token["id"])
+    assert created["key"] == owner.id
+    assert created["headers"]["ce_source"] == "/services/tokens"
+    assert created["headers"]["ce_specversion"] == "1.0"
+    assert created["headers"]["content-type"] == "application/json"
+    assert created["headers"]["ce_subject"] == owner.id
+
+    # 23 days on, the token expires within a week: the warning goes out.
+    api.advance_clock(23 * DAY + 60)
+    warning = mailbox.wait_for_messages(
+        lambda m: email in m["rcpt_tos"] and "expires soon" in (m["subject"] or ""),
+        timeout=30,
+    )
+    still_valid = httpx.get(f"{run.stack.urls['profile']}/v1/me", headers=bearer(value))
+
+    assert "ci pipeline" in warning[0]["text"]
+    assert "AEDT" in warning[0]["text"] or "AEST" in warning[0]["text"]
+    assert "Australia/Sydney" in warning[0]["text"]
+    assert still_valid.status_code == 200
+
+    # 7 more days, and it has expired.
+    api.advance_clock(7 * DAY)
+    expired_mail = mailbox.wait_for_messages(
+        lambda m: email in m["rcpt_tos"] and "has expired" in (m["subject"] or ""),
+        timeout=30,
+    )
+    after_expiry = httpx.get(
+        f"{run.stack.urls['profile']}/v1/me", headers=bearer(value)
+    )
+    validation = httpx.get(
+        f"{run.stack.urls['tokens']}/v1/auth/validate", headers=bearer(value)
+    )
+
+    assert "ci pipeline" in expired_mail[0]["text"]
+    assert after_expiry.status_code == 401
+    assert validation.status_code == 401
+    assert validation.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert len(wait_for_events(run, "token.expiring.v1", token["id"])) == 1
+    assert len(wait_for_events(run, "token.expired.v1", token["id"])) == 1
+    assert len(mails_for(email)) == 2
+
+
+def test_admin_deletes_token_and_it_stops_at_once(
+    run: RunContext, admin: str, person: Person
+) -> None:
+    token = run.api.create_token(person.session, "deploy", 10)
+    url = f"{run.stack.urls['profile']}/v1/me"
+    before = httpx.get(url, headers=bearer(token["token"]))
+
+    deleted = httpx.delete(
+        f"{run.stack.urls['tokens']}/v1/users/{person.id}/tokens/{token['id']}",
+        headers=bearer(admin),
+    )
+    after = httpx.get(url, headers=bearer(token["token"]))
+
+    assert before.status_code == 200
+    assert deleted.status_code == 204
+    assert after.status_code == 401
+    [revoked] = wait_for_events(run, "token.revoked.v1", token["id"])
+    assert revoked["value"]["revoked_by"] != person.id
+
+
+def test_expiry_emails_sent_once_when_scanner_runs_twice(
+    run: RunContext, admin: str, person: Person
+) -> None:
+    token = run.api.create_token(person.session, "twice", 8)
+    email = person.user["email"]
+    scan = f"{run.stack.urls['tokens']}/v1/dev/expiry-scan"
+
+    run.api.advance_clock(2 * DAY)
+    second_scan = httpx.post(scan).json()
+    run.api.advance_clock(8 * DAY)
+    fourth_scan = httpx.post(scan).json()
+    mailbox.wait_for_messages(
+        lambda m: email in m["rcpt_tos"] and "has expired" in (m["subject"] or ""),
+        timeout=30,
+    )
+    time.sleep(2)  # let any duplicate that would arrive arrive
+
+    assert second_scan == {"expiring": 0, "expired": 0}
+    assert fourth_scan == {"expiring": 0, "expired": 0}
+    subjects = [m["subject"] or "" for m in mails_for(email)]
+    assert len(subjects) == 2
+    assert sum("expires soon" in subject for subject in subjects) == 1
+    assert sum("has expired" in subject for subject in subjects) == 1
+    message_ids = {m["message_id"] for m in mails_for(email)}
+    assert message_ids == {
+        f"<token-expiring.{token['id']}@notifier.pat.invalid>",
+        f"<token-expired.{token['id']}@notifier.pat.invalid>",
+    }
