@@ -9,6 +9,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
+from services.contracts import Topics
+
 log = logging.getLogger(__name__)
 
 PARTITIONS = 3
@@ -19,6 +21,17 @@ class TopicSpec:
     name: str
     compacted: bool = False
     configs: dict[str, str] = field(default_factory=dict)
+
+
+def shared_topics(topics: Topics) -> list[TopicSpec]:
+    """Return every service's event topic, so that whichever service starts
+    first creates each one with its proper configuration (compaction)."""
+    return [
+        TopicSpec(topics.settings_events),
+        TopicSpec(topics.settings_values, compacted=True),
+        TopicSpec(topics.profile_events),
+        TopicSpec(topics.tokens_events),
+    ]
 
 
 def create_broker(bootstrap: str, client_id: str) -> KafkaBroker:

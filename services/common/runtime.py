@@ -28,7 +28,12 @@ from services.common.auth import (
 from services.common.config import ServiceConfig
 from services.common.consumer import EventDispatcher
 from services.common.db import Pool, create_pool, migrate
-from services.common.kafka import TopicSpec, create_broker, ensure_topics
+from services.common.kafka import (
+    TopicSpec,
+    create_broker,
+    ensure_topics,
+    shared_topics,
+)
 from services.common.outbox import OutboxRelay
 from services.contracts import Topics
 
@@ -55,7 +60,7 @@ class Runtime:
         self.topics = Topics(config.topic_prefix)
         self.broker: KafkaBroker = create_broker(config.kafka_bootstrap, name)
         self._migrations = migrations
-        self.topics_to_create: list[TopicSpec] = []
+        self.topics_to_create: list[TopicSpec] = shared_topics(self.topics)
         self._pool: Pool | None = None
         self._http: httpx.AsyncClient | None = None
         self._startup_hooks: list[Hook] = []

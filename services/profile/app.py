@@ -15,7 +15,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Response, status
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, Field, SecretStr
 
 from services.common.auth import (
     CHALLENGE,
@@ -27,11 +27,17 @@ from services.common.auth import (
 from services.common.config import ServiceConfig
 from services.common.db import Connection
 from services.common.errors import invalid_field, not_found
-from services.common.kafka import TopicSpec
 from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
+from services.common.text import check_printable
 from services.contracts import Role, UserCreated, UserUpdated
-from services.profile.fields import DisplayName, Email, Password, TimeZone, Username
+from services.profile.fields import (
+    DisplayName,
+    Email,
+    Password,
+    TimeZone,
+    Username,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -82,7 +88,7 @@ class MyProfileChange(BaseModel):
 
 
 class SignIn(BaseModel):
-    username: str = Field(max_length=64)
+    username: Annotated[str, Field(max_length=64), AfterValidator(check_printable)]
     password: str = Field(max_length=1024)
 
 
@@ -365,7 +371,6 @@ def build_router(service: ProfileService) -> APIRouter:
 def create_app(config: ProfileConfig | None = None) -> FastAPI:
     config = config or ProfileConfig()
     runtime = Runtime("profile", config, MIGRATIONS)
-    runtime.topics_to_create.append(TopicSpec(runtime.topics.profile_events))
     service = ProfileService(runtime, config)
     runtime.session_validator = service.validate_session
     runtime.on_startup(service.ensure_first_admin)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 import zoneinfo
 from functools import cache
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
+
+from services.common.text import check_printable
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,38}$"
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -33,12 +34,6 @@ def _check_email(address: str) -> str:
     return address
 
 
-def _check_printable(text: str) -> str:
-    if any(unicodedata.category(char).startswith("C") for char in text):
-        raise ValueError("must not contain control or format characters")
-    return text
-
-
 Username = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_lower=True, pattern=USERNAME_PATTERN),
@@ -46,11 +41,12 @@ Username = Annotated[
 DisplayName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_check_printable),
+    AfterValidator(check_printable),
 ]
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254),
+    AfterValidator(check_printable),
     AfterValidator(_check_email),
 ]
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_check_time_zone)]

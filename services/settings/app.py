@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field, SecretStr
 from services.common.config import ServiceConfig
 from services.common.db import Connection
 from services.common.errors import invalid_field, not_found
-from services.common.kafka import TopicSpec
 from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, require_admin
 from services.contracts import SettingChanged
@@ -231,12 +230,6 @@ def build_router(service: SettingsService) -> APIRouter:
 def create_app(config: SettingsConfig | None = None) -> FastAPI:
     config = config or SettingsConfig()
     runtime = Runtime("settings", config, MIGRATIONS)
-    runtime.topics_to_create.extend(
-        [
-            TopicSpec(runtime.topics.settings_events),
-            TopicSpec(runtime.topics.settings_values, compacted=True),
-        ]
-    )
     service = SettingsService(runtime)
     runtime.on_startup(service.seed_defaults)
     app = runtime.create_app("settings")

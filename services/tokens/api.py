@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import unicodedata
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ from services.common.auth import (
 )
 from services.common.errors import invalid_field, not_found
 from services.common.runtime import Caller, SessionCaller, require_admin
+from services.common.text import check_printable
 from services.tokens.service import Outcome, TokenService
 
 log = logging.getLogger(__name__)
@@ -26,16 +26,10 @@ log = logging.getLogger(__name__)
 MAX_EXPIRE_DAYS = 180
 
 
-def _check_printable(text: str) -> str:
-    if any(unicodedata.category(char).startswith("C") for char in text):
-        raise ValueError("must not contain control or format characters")
-    return text
-
-
 TokenName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_check_printable),
+    AfterValidator(check_printable),
 ]
 
 

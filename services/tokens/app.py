@@ -8,7 +8,6 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.common.auth import AuthenticationError, Identity
-from services.common.kafka import TopicSpec
 from services.common.runtime import Runtime
 from services.contracts import SettingChanged, UserCreated, UserUpdated
 from services.tokens.api import build_dev_router, build_router
@@ -22,7 +21,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(config: TokensConfig | None = None) -> FastAPI:
     config = config or TokensConfig()
     runtime = Runtime("tokens", config, MIGRATIONS)
-    runtime.topics_to_create.append(TopicSpec(runtime.topics.tokens_events))
     service = TokenService(runtime, config, Clock(adjustable=config.development))
 
     async def validate_pat(token: str) -> Identity:

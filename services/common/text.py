@@ -1,0 +1,16 @@
+"""Checks of free text that clients send."""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def check_printable(text: str) -> str:
+    """Reject control and format characters (including NUL and bidi overrides).
+
+    Postgres cannot store NUL in text, and invisible characters in names let
+    one entry pass for another.
+    """
+    if any(unicodedata.category(char).startswith("C") for char in text):
+        raise ValueError("must not contain control or format characters")
+    return text
