@@ -76,6 +76,14 @@ class EventLog:
             ]
 
 
+def _json_or_none(value: bytes | None) -> Any:
+    # Tests also put malformed records on the topics.
+    try:
+        return json.loads(value) if value else None
+    except ValueError:
+        return None
+
+
 def _collect_events(
     bootstrap: str, topics: list[str], log: EventLog, stop: threading.Event
 ) -> None:
@@ -99,7 +107,7 @@ def _collect_events(
                             "key": record.key.decode() if record.key else None,
                             "headers": {k: v.decode() for k, v in record.headers},
                             "raw": record.value or b"",
-                            "value": json.loads(record.value) if record.value else None,
+                            "value": _json_or_none(record.value),
                         }
                         with log.lock:
                             log.records.append(entry)
