@@ -57,7 +57,7 @@ def start_stack(
     ports: dict[str, int] | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Stack:
-    """Start every service and wait until each answers /readyz."""
+    """Start every service and wait until each returns 200 from /readyz."""
     ports = ports or DEFAULT_PORTS
     urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,7 @@ class EventDispatcher:
         self._handlers[event_type.ce_type] = handler
 
     async def handle(self, message: KafkaMessage) -> None:
-        """Apply one Kafka record exactly once, or dead-letter it."""
+        """Apply one Kafka record's effect once, skipping repeats, or dead-letter it."""
         record = message.raw_message
         assert not isinstance(record, tuple), "batch subscribers are not used"
         headers = list(record.headers or ())

@@ -1,10 +1,10 @@
 """Transactional outbox: store events with the change, publish them after.
 
 Events are written by ``add_event`` inside the caller's transaction. The
-``OutboxRelay`` publishes them to Kafka in id order and marks each row only
-after the broker has confirmed it (idempotent producer, ``acks=all``), so a
-crash between publish and mark republishes the row with the same ``ce_id``,
-and consumers deduplicate on it.
+``OutboxRelay`` publishes them to Kafka in id order with an idempotent
+producer (``acks=all``), and marks each row only after the broker has
+confirmed it. A crash between publish and mark republishes the row with the
+same ``ce_id``, which consumers skip.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The settings catalogue: every setting the system knows, with its rules."""
+"""The settings catalogue: every system setting, with its type and bounds."""
 
 from __future__ import annotations
 

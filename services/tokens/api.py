@@ -211,7 +211,7 @@ def build_router(service: TokenService) -> APIRouter:
         result = await service.validate(credential)
         if result.outcome is not Outcome.VALID:
             log.info(
-                "token refused: %s",
+                "token rejected: %s",
                 result.reason,
                 extra={"token_id": str(result.token_id) if result.token_id else None},
             )
@@ -222,7 +222,7 @@ def build_router(service: TokenService) -> APIRouter:
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
         if result.outcome is Outcome.FORBIDDEN:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "token refused")
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "token not allowed")
         assert result.token_id and result.user_id and result.username and result.role
         assert result.expires_at is not None
         response.headers["X-Auth-User-Id"] = str(result.user_id)
