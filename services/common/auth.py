@@ -55,9 +55,12 @@ def bearer_credential(authorization: str | None) -> str:
     if not authorization:
         raise AuthenticationError("the Authorization header is missing")
     scheme, _, credential = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
         raise AuthenticationError("the Authorization header is not 'Bearer <token>'")
-    return credential.strip()
+    if not credential.isascii() or not credential.isprintable():
+        raise AuthenticationError("the credential contains invalid characters")
+    return credential
 
 
 class Authenticator:

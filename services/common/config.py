@@ -13,13 +13,14 @@ PLACEHOLDER_MARK = "dev-only"
 class ServiceConfig(BaseSettings):
     """Configuration common to all services; each service adds its own fields.
 
-    Defaults suit a development machine. Outside development, any secret that
-    still holds a development placeholder is rejected at start-up.
+    Defaults suit a development machine, but the environment defaults to
+    production: unless PAT_ENVIRONMENT=development, any secret that still
+    holds a development placeholder is rejected at start-up.
     """
 
     model_config = SettingsConfigDict(env_prefix="PAT_", extra="ignore")
 
-    environment: Literal["development", "production"] = "development"
+    environment: Literal["development", "production"] = "production"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     database_url: SecretStr = SecretStr("")

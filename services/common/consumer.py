@@ -34,6 +34,7 @@ Handler = Callable[[Connection, Any, Envelope], Awaitable[None]]
 
 MAX_ATTEMPTS = 3
 RETRY_BASE_SECONDS = 0.2
+OUTAGE_PAUSE_SECONDS = 2.0
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -78,7 +79,16 @@ class EventDispatcher:
             try:
                 await self._apply_once(handler, envelope)
                 return
-            except OUTAGE_ERRORS:
+            except OUTAGE_ERRORS as error:
+                # The record is delivered again after the rewind; pause so an
+                # outage does not turn into a tight retry loop.
+                log.warning(
+                    "outage while applying %s id=%s: %r",
+                    envelope.type,
+                    envelope.id,
+                    error,
+                )
+                await asyncio.sleep(OUTAGE_PAUSE_SECONDS)
                 raise
             except Exception as error:
                 if attempt == MAX_ATTEMPTS:

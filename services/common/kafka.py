@@ -29,7 +29,9 @@ def shared_topics(topics: Topics) -> list[TopicSpec]:
     return [
         TopicSpec(topics.settings_events),
         TopicSpec(topics.settings_values, compacted=True),
-        TopicSpec(topics.profile_events),
+        # Each profile event carries the whole user, so compaction keeps what
+        # a new consumer needs: the latest state of every user.
+        TopicSpec(topics.profile_events, compacted=True),
         TopicSpec(topics.tokens_events),
     ]
 

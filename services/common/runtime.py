@@ -12,6 +12,8 @@ from typing import Annotated
 import httpx
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -186,6 +188,7 @@ class Runtime:
     def create_app(self, title: str) -> FastAPI:
         app = FastAPI(title=title, lifespan=self.lifespan)
         app.state.runtime = self
+        app.add_exception_handler(RequestValidationError, _validation_error)
 
         @app.get("/healthz", include_in_schema=False)
         async def healthz() -> dict[str, str]:
@@ -213,6 +216,17 @@ class Runtime:
             access_log=False,
             timeout_graceful_shutdown=int(SHUTDOWN_SECONDS),
         )
+
+
+async def _validation_error(_: Request, error: Exception) -> JSONResponse:
+    # The rejected input is left out of the response: it may be a password,
+    # and it may not even be encodable as JSON (a lone surrogate, NaN).
+    assert isinstance(error, RequestValidationError)
+    detail = [
+        {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
+        for item in error.errors()
+    ]
+    return JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 async def _any_caller(

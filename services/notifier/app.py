@@ -107,24 +107,11 @@ class Notifier:
         return len(rows)
 
     async def _send(self, conn: Connection, row: asyncpg.Record) -> None:
-        message = compose(
-            row["kind"],
-            sender=self.config.mail_from,
-            recipient=row["email"],
-            display_name=row["display_name"],
-            time_zone=row["time_zone"],
-            token_name=row["token_name"],
-            expires_at=row["expires_at"],
-            message_id=row["message_id"],
-        )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self.config.smtp_host,
-                port=self.config.smtp_port,
-                timeout=self.config.smtp_timeout_seconds,
-            )
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            await self._deliver(row)
+        except Exception as error:
+            # Any failure stays with its own row, so one bad request never
+            # rolls back, and so resends, the rest of the batch.
             await self._record_failure(conn, row, error)
             return
         await conn.execute(
@@ -137,6 +124,24 @@ class Notifier:
             row["kind"],
             row["token_id"],
             row["user_id"],
+        )
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        message = compose(
+            row["kind"],
+            sender=self.config.mail_from,
+            recipient=row["email"],
+            display_name=row["display_name"],
+            time_zone=row["time_zone"],
+            token_name=row["token_name"],
+            expires_at=row["expires_at"],
+            message_id=row["message_id"],
+        )
+        await aiosmtplib.send(
+            message,
+            hostname=self.config.smtp_host,
+            port=self.config.smtp_port,
+            timeout=self.config.smtp_timeout_seconds,
         )
 
     async def _record_failure(

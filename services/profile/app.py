@@ -15,7 +15,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Response, status
-from pydantic import AfterValidator, BaseModel, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, StrictBool
 
 from services.common.auth import (
     CHALLENGE,
@@ -78,7 +78,7 @@ class UserChange(BaseModel):
     display_name: DisplayName | None = None
     email: Email | None = None
     role: Role | None = None
-    active: bool | None = None
+    active: StrictBool | None = None
     time_zone: TimeZone | None = None
 
 

@@ -12,7 +12,9 @@ from pydantic import AfterValidator, Field, StringConstraints
 from services.common.text import check_printable
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,38}$"
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_PATTERN = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+)
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 256
 

@@ -15,7 +15,7 @@ from services.common.config import ServiceConfig
 from services.common.db import Connection
 from services.common.errors import invalid_field, not_found
 from services.common.outbox import add_event
-from services.common.runtime import Caller, Runtime, require_admin
+from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
 from services.contracts import SettingChanged
 from services.settings.catalogue import (
     CATALOGUE,
@@ -207,7 +207,7 @@ def build_router(service: SettingsService) -> APIRouter:
 
     @router.put("/{key}")
     async def change_setting(
-        key: str, update: SettingUpdate, caller: Caller
+        key: str, update: SettingUpdate, caller: SessionCaller
     ) -> SettingOut:
         """Change a setting's value (administrators only)."""
         require_admin(caller)
