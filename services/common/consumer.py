@@ -26,6 +26,7 @@ from faststream.kafka.message import KafkaMessage
 
 from services.common.cloudevents import Envelope, InvalidEvent, decode
 from services.common.db import Connection, Pool
+from services.common.observability import DEAD_LETTERS, EVENTS_CONSUMED, correlation_id
 from services.contracts import Event
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,13 @@ class EventDispatcher:
     """Routes each record of one consumer to the handler for its event type."""
 
     def __init__(
-        self, pool: Callable[[], Pool], broker: KafkaBroker, dead_letter_topic: str
+        self,
+        service: str,
+        pool: Callable[[], Pool],
+        broker: KafkaBroker,
+        dead_letter_topic: str,
     ) -> None:
+        self._service = service
         self._pool = pool
         self._broker = broker
         self._dead_letter_topic = dead_letter_topic
@@ -63,6 +69,13 @@ class EventDispatcher:
         """Apply one Kafka record's effect once, skipping repeats, or dead-letter it."""
         record = message.raw_message
         assert not isinstance(record, tuple), "batch subscribers are not used"
+        token = correlation_id.set(message.correlation_id or None)
+        try:
+            await self._handle_record(record)
+        finally:
+            correlation_id.reset(token)
+
+    async def _handle_record(self, record: Any) -> None:
         headers = list(record.headers or ())
         try:
             envelope = decode(headers, record.value)
@@ -72,6 +85,7 @@ class EventDispatcher:
 
         handler = self._handlers.get(envelope.type)
         if handler is None or envelope.event is None:
+            self._count(envelope.type, "skipped")
             log.debug("skipped event type %s id=%s", envelope.type, envelope.id)
             return
 
@@ -93,7 +107,7 @@ class EventDispatcher:
             except Exception as error:
                 if attempt == MAX_ATTEMPTS:
                     reason = f"handler failed {attempt} times: {error!r}"
-                    await self._dead_letter(record, headers, reason)
+                    await self._dead_letter(record, headers, reason, envelope.type)
                     return
                 log.warning(
                     "handler for %s id=%s failed (attempt %d); retrying: %r",
@@ -113,15 +127,24 @@ class EventDispatcher:
                 envelope.type,
             )
             if not inserted:
+                self._count(envelope.type, "duplicate")
                 log.info("skipped duplicate %s id=%s", envelope.type, envelope.id)
                 return
             await handler(conn, envelope.event, envelope)
+        self._count(envelope.type, "applied")
         log.info(
             "applied %s id=%s subject=%s", envelope.type, envelope.id, envelope.subject
         )
 
+    def _count(self, event_type: str, outcome: str) -> None:
+        EVENTS_CONSUMED.labels(self._service, event_type, outcome).inc()
+
     async def _dead_letter(
-        self, record: Any, headers: list[tuple[str, bytes]], reason: str
+        self,
+        record: Any,
+        headers: list[tuple[str, bytes]],
+        reason: str,
+        event_type: str = "unknown",
     ) -> None:
         dead_headers = {name: raw.decode(errors="replace") for name, raw in headers}
         dead_headers.update(
@@ -138,6 +161,8 @@ class EventDispatcher:
             key=record.key,
             headers=dead_headers,
         )
+        self._count(event_type, "dead_lettered")
+        DEAD_LETTERS.labels(self._service).inc()
         log.error(
             "dead-lettered record %s[%d]@%d: %s",
             record.topic,

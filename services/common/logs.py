@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from services.common.observability import CorrelationFilter
+
 _STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -34,6 +36,7 @@ class JsonFormatter(logging.Formatter):
 def configure(service: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(CorrelationFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -20,6 +20,11 @@ from faststream.kafka import KafkaBroker
 
 from services.common.cloudevents import encode_headers, encode_value
 from services.common.db import Connection, Pool, advisory_key
+from services.common.observability import (
+    EVENTS_PUBLISHED,
+    OUTBOX_BACKLOG,
+    correlation_id,
+)
 from services.contracts import Event
 
 log = logging.getLogger(__name__)
@@ -37,14 +42,15 @@ async def add_event(
     """Insert ``event`` into the outbox within the caller's transaction."""
     event_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO outbox (event_id, topic, key, event_type, payload, occurred_at)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload,"
+        " occurred_at, correlation_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
         event_id,
         topic,
         event.key(),
         event.ce_type,
         json.dumps(event.model_dump(mode="json")),
         occurred_at,
+        correlation_id.get(),
     )
     # Delivered to listeners when the transaction commits, and dropped otherwise.
     await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
@@ -110,8 +116,9 @@ class OutboxRelay:
     async def publish_pending(self, conn: Connection) -> int:
         """Publish one batch of unpublished rows in id order; return the count."""
         rows = await conn.fetch(
-            "SELECT id, event_id, topic, key, event_type, payload, occurred_at"
-            " FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, event_id, topic, key, event_type, payload, occurred_at,"
+            " correlation_id FROM outbox WHERE published_at IS NULL"
+            " ORDER BY id LIMIT $1",
             BATCH_SIZE,
         )
         for row in rows:
@@ -128,14 +135,20 @@ class OutboxRelay:
                 row["topic"],
                 key=row["key"].encode(),
                 headers=headers,
+                correlation_id=row["correlation_id"] or str(row["event_id"]),
             )
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = $1", row["id"]
             )
+            EVENTS_PUBLISHED.labels(self._service, row["event_type"]).inc()
             log.info(
                 "published %s event_id=%s key=%s",
                 row["event_type"],
                 row["event_id"],
                 row["key"],
             )
+        backlog = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        OUTBOX_BACKLOG.labels(self._service).set(backlog)
         return len(rows)

@@ -7,16 +7,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Union
 
 import httpx
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.specification import AsyncAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common import logs
 from services.common.auth import (
@@ -36,8 +38,9 @@ from services.common.kafka import (
     ensure_topics,
     shared_topics,
 )
+from services.common.observability import CONSUMER_LAG, instrument
 from services.common.outbox import OutboxRelay
-from services.contracts import Topics
+from services.contracts import Event, Topics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ Hook = Callable[[], Awaitable[None]]
 Worker = Callable[[], Awaitable[None]]
 
 SHUTDOWN_SECONDS = 10.0
+LAG_INTERVAL_SECONDS = 5.0
 
 
 class Runtime:
@@ -68,6 +72,7 @@ class Runtime:
         self._startup_hooks: list[Hook] = []
         self._workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscribers: list[Any] = []
         self.session_validator: CredentialValidator | None = None
         self.pat_validator: CredentialValidator | None = None
 
@@ -90,7 +95,9 @@ class Runtime:
         the first time, so a new service learns the whole retained history.
         """
         dead_letters = self.topics.dead_letters(self.name)
-        dispatcher = EventDispatcher(lambda: self.pool, self.broker, dead_letters)
+        dispatcher = EventDispatcher(
+            self.name, lambda: self.pool, self.broker, dead_letters
+        )
         self.topics_to_create.append(TopicSpec(dead_letters))
 
         async def on_record(message: KafkaMessage) -> None:
@@ -98,15 +105,35 @@ class Runtime:
 
         topic_name = topic.removeprefix(self.topics.prefix)
         on_record.__name__ = f"on_{topic_name.replace('.', '_')}"
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             topic,
             group_id=f"{self.topics.prefix}{self.name}.{topic_name}",
             auto_offset_reset="earliest",
             # The offset is committed after the handler returns, and an
             # exception rewinds to the record: see services.common.consumer.
             ack_policy=AckPolicy.NACK_ON_ERROR,
-        )(on_record)
+            title=f"{self.name}: {topic_name}",
+            description=f"The {self.name} service applies events from {topic}.",
+        )
+        subscriber(on_record)
+        self._subscribers.append(subscriber)
         return dispatcher
+
+    def document_publisher(self, topic: str, events: tuple[type[Event], ...]) -> None:
+        """Describe a topic this service publishes to, for the AsyncAPI document.
+
+        Events are sent by the outbox relay; this only declares their schema.
+        """
+        names = ", ".join(event.__name__ for event in events)
+        self.broker.publisher(
+            topic,
+            title=f"{self.name}: {topic.removeprefix(self.topics.prefix)}",
+            description=f"Published through the outbox: {names}.",
+            schema=Union[events],  # noqa: UP007
+        )
+
+    def asyncapi(self) -> AsyncAPI:
+        return AsyncAPI(self.broker, title=self.name, version="1")
 
     def on_startup(self, hook: Hook) -> None:
         """Run ``hook`` after migrations and before consumers start."""
@@ -134,13 +161,51 @@ class Runtime:
             self.name,
             self.config.outbox_poll_seconds,
         )
-        for worker in [relay.run, *self._workers]:
+        for worker in [relay.run, self._measure_lag, *self._workers]:
             self._tasks.append(asyncio.create_task(self._supervise(worker)))
         log.info("%s started", self.name)
         try:
             yield
         finally:
             await self._shutdown()
+
+    def _consumers(self) -> list[Any]:
+        return [s.consumer for s in self._subscribers if s.consumer is not None]
+
+    async def _measure_lag(self) -> None:
+        while True:
+            for consumer in self._consumers():
+                partitions = consumer.assignment()
+                if not partitions:
+                    continue
+                ends = await consumer.end_offsets(list(partitions))
+                lag: dict[str, int] = {}
+                for partition in partitions:
+                    position = await consumer.position(partition)
+                    lag[partition.topic] = lag.get(partition.topic, 0) + max(
+                        0, ends[partition] - position
+                    )
+                for topic, value in lag.items():
+                    CONSUMER_LAG.labels(self.name, topic).set(value)
+            await asyncio.sleep(LAG_INTERVAL_SECONDS)
+
+    async def readiness(self) -> dict[str, str]:
+        """Check the database, the broker and the consumers' assignments."""
+        problems: dict[str, str] = {}
+        try:
+            await self.pool.fetchval("SELECT 1")
+        except Exception as error:
+            problems["database"] = f"unreachable: {type(error).__name__}"
+        if not await self.broker.ping(timeout=2.0):
+            problems["kafka"] = "unreachable"
+        consumers = self._consumers()
+        if len(consumers) < len(self._subscribers):
+            problems["consumers"] = "not started"
+        elif any(not consumer.assignment() for consumer in consumers):
+            # NOTE: a replica beyond the partition count (3) gets no partition
+            # and stays not ready, which is right: it has nothing to do.
+            problems["consumers"] = "waiting for partition assignment"
+        return problems
 
     async def _supervise(self, worker: Worker) -> None:
         name = getattr(worker, "__qualname__", repr(worker))
@@ -195,14 +260,20 @@ class Runtime:
             return {"status": "ok"}
 
         @app.get("/readyz", include_in_schema=False)
-        async def readyz() -> dict[str, str]:
-            try:
-                await self.pool.fetchval("SELECT 1")
-            except Exception as error:
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE, "database unreachable"
-                ) from error
-            return {"status": "ready"}
+        async def readyz() -> JSONResponse:
+            problems = await self.readiness()
+            if problems:
+                return JSONResponse(
+                    {"status": "not ready", **problems},
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                )
+            return JSONResponse({"status": "ready"})
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        instrument(app, self.name)
 
         return app
 

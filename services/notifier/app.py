@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr
 from services.common.cloudevents import Envelope
 from services.common.config import ServiceConfig
 from services.common.db import Connection
+from services.common.observability import CORRELATION_HEADER, EMAILS, correlation_id
 from services.common.runtime import Runtime
 from services.contracts import TokenExpired, TokenExpiring, UserCreated, UserUpdated
 from services.notifier.emails import EXPIRED, EXPIRING, compose
@@ -75,7 +76,8 @@ class Notifier:
         dedupe_key = f"{kind}.{event.token_id}"
         await conn.execute(
             "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
-            " token_name, expires_at, message_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " token_name, expires_at, message_id, correlation_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             " ON CONFLICT (dedupe_key) DO NOTHING",
             dedupe_key,
             kind,
@@ -84,6 +86,7 @@ class Notifier:
             event.name,
             event.expires_at,
             f"<{dedupe_key}@{self.config.message_id_domain}>",
+            correlation_id.get(),
         )
 
     async def send_pending(self) -> int:
@@ -112,8 +115,10 @@ class Notifier:
         except Exception as error:
             # Any failure stays with its own row, so one bad request never
             # rolls back, and so resends, the rest of the batch.
+            EMAILS.labels(row["kind"], "failed").inc()
             await self._record_failure(conn, row, error)
             return
+        EMAILS.labels(row["kind"], "sent").inc()
         await conn.execute(
             "UPDATE email_requests SET status = 'sent', sent_at = now(),"
             " attempts = attempts + 1, last_error = NULL WHERE id = $1",
@@ -137,6 +142,8 @@ class Notifier:
             expires_at=row["expires_at"],
             message_id=row["message_id"],
         )
+        if row["correlation_id"]:
+            message[CORRELATION_HEADER] = row["correlation_id"]
         await aiosmtplib.send(
             message,
             hostname=self.config.smtp_host,

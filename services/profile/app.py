@@ -371,6 +371,9 @@ def build_router(service: ProfileService) -> APIRouter:
 def create_app(config: ProfileConfig | None = None) -> FastAPI:
     config = config or ProfileConfig()
     runtime = Runtime("profile", config, MIGRATIONS)
+    runtime.document_publisher(
+        runtime.topics.profile_events, (UserCreated, UserUpdated)
+    )
     service = ProfileService(runtime, config)
     runtime.session_validator = service.validate_session
     runtime.on_startup(service.ensure_first_admin)

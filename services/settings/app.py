@@ -230,6 +230,8 @@ def build_router(service: SettingsService) -> APIRouter:
 def create_app(config: SettingsConfig | None = None) -> FastAPI:
     config = config or SettingsConfig()
     runtime = Runtime("settings", config, MIGRATIONS)
+    for topic in (runtime.topics.settings_events, runtime.topics.settings_values):
+        runtime.document_publisher(topic, (SettingChanged,))
     service = SettingsService(runtime)
     runtime.on_startup(service.seed_defaults)
     app = runtime.create_app("settings")

@@ -9,7 +9,15 @@ from fastapi import FastAPI
 
 from services.common.auth import AuthenticationError, Identity
 from services.common.runtime import Runtime
-from services.contracts import SettingChanged, UserCreated, UserUpdated
+from services.contracts import (
+    SettingChanged,
+    TokenCreated,
+    TokenExpired,
+    TokenExpiring,
+    TokenRevoked,
+    UserCreated,
+    UserUpdated,
+)
 from services.tokens.api import build_dev_router, build_router
 from services.tokens.clock import Clock
 from services.tokens.config import TokensConfig
@@ -21,6 +29,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(config: TokensConfig | None = None) -> FastAPI:
     config = config or TokensConfig()
     runtime = Runtime("tokens", config, MIGRATIONS)
+    runtime.document_publisher(
+        runtime.topics.tokens_events,
+        (TokenCreated, TokenRevoked, TokenExpiring, TokenExpired),
+    )
     service = TokenService(runtime, config, Clock(adjustable=config.development))
 
     async def validate_pat(token: str) -> Identity:
