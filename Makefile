@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install infra-up infra-down infra-status demo test lint format clean
+.PHONY: install infra-up infra-down infra-status demo test lint format contracts clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ lint: install
 format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+contracts: install
+	$(PY) scripts/contracts.py write
 
 test: lint
 	$(PY) -m pytest
