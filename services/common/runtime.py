@@ -143,12 +143,21 @@ class Runtime:
         """Run ``worker`` as a background task from start-up until shutdown."""
         self._workers.append(worker)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+    async def open_database(self) -> None:
+        """Open the pool and apply pending migrations."""
         dsn = self.config.database_url.get_secret_value()
         self._pool = await create_pool(dsn, self.schema)
-        self._http = httpx.AsyncClient(timeout=5.0)
         await migrate(self._pool, self.schema, self._migrations)
+
+    async def close_database(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        self._http = httpx.AsyncClient(timeout=5.0)
+        await self.open_database()
+        assert self._pool is not None
         for hook in self._startup_hooks:
             await hook()
         await ensure_topics(self.config.kafka_bootstrap, self.topics_to_create)
@@ -229,8 +238,7 @@ class Runtime:
         await self.broker.stop()
         if self._http is not None:
             await self._http.aclose()
-        if self._pool is not None:
-            await self._pool.close()
+        await self.close_database()
         log.info("%s stopped", self.name)
 
     def authenticator(self) -> Authenticator:
