@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from faststream import AckPolicy
+from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
@@ -134,6 +134,10 @@ class Runtime:
 
     def asyncapi(self) -> AsyncAPI:
         return AsyncAPI(self.broker, title=self.name, version="1")
+
+    def faststream_app(self) -> FastStream:
+        """Return a FastStream application, for ``faststream docs gen``."""
+        return FastStream(self.broker, specification=self.asyncapi())
 
     def on_startup(self, hook: Hook) -> None:
         """Run ``hook`` after migrations and before consumers start."""

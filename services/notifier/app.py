@@ -10,6 +10,7 @@ from pathlib import Path
 import aiosmtplib
 import asyncpg
 from fastapi import FastAPI
+from faststream import FastStream
 from pydantic import Field, SecretStr
 
 from services.common.cloudevents import Envelope
@@ -201,3 +202,10 @@ def main() -> None:
     config = NotifierConfig()
     app = create_app(config)
     app.state.runtime.serve(app)
+
+
+def asyncapi_app() -> FastStream:
+    """Build the application that ``faststream docs gen --factory`` documents."""
+    app = create_app(NotifierConfig(environment="development"))
+    runtime: Runtime = app.state.runtime
+    return runtime.faststream_app()

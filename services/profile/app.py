@@ -15,6 +15,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Response, status
+from faststream import FastStream
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, StrictBool
 
 from services.common.auth import (
@@ -386,3 +387,10 @@ def main() -> None:
     config = ProfileConfig()
     app = create_app(config)
     app.state.runtime.serve(app)
+
+
+def asyncapi_app() -> FastStream:
+    """Build the application that ``faststream docs gen --factory`` documents."""
+    app = create_app(ProfileConfig(environment="development"))
+    runtime: Runtime = app.state.runtime
+    return runtime.faststream_app()

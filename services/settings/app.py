@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from faststream import FastStream
 from pydantic import BaseModel, Field, SecretStr
 
 from services.common.config import ServiceConfig
@@ -243,3 +244,10 @@ def main() -> None:
     config = SettingsConfig()
     app = create_app(config)
     app.state.runtime.serve(app)
+
+
+def asyncapi_app() -> FastStream:
+    """Build the application that ``faststream docs gen --factory`` documents."""
+    app = create_app(SettingsConfig(environment="development"))
+    runtime: Runtime = app.state.runtime
+    return runtime.faststream_app()

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
+from faststream import FastStream
 
 from services.common.auth import AuthenticationError, Identity
 from services.common.runtime import Runtime
@@ -73,3 +74,10 @@ def main() -> None:
     config = TokensConfig()
     app = create_app(config)
     app.state.runtime.serve(app)
+
+
+def asyncapi_app() -> FastStream:
+    """Build the application that ``faststream docs gen --factory`` documents."""
+    app = create_app(TokensConfig(environment="development"))
+    runtime: Runtime = app.state.runtime
+    return runtime.faststream_app()
