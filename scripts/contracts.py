@@ -60,9 +60,11 @@ def documents() -> dict[Path, str]:
     for name, build in APPS.items():
         app = build()
         openapi = json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
-        asyncapi = app.state.runtime.asyncapi().to_specification().to_yaml()
+        # Sorted, because FastStream lists channels in no stable order.
+        specification = app.state.runtime.asyncapi().to_specification()
+        asyncapi = json.dumps(specification.to_jsonable(), indent=2, sort_keys=True)
         result[CONTRACTS / f"{name}.openapi.json"] = openapi
-        result[CONTRACTS / f"{name}.asyncapi.yaml"] = asyncapi
+        result[CONTRACTS / f"{name}.asyncapi.json"] = asyncapi + "\n"
     return result
 
 
