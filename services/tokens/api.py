@@ -254,7 +254,7 @@ def build_dev_router(service: TokenService) -> APIRouter:
     @router.post("/clock/advance")
     async def advance_clock(advance: ClockAdvance) -> ClockOut:
         """Move the service's clock forward, then run an expiry scan."""
-        service.clock.advance(timedelta(seconds=advance.seconds))
+        await service.advance_clock(timedelta(seconds=advance.seconds))
         await service.scan()
         return await read_clock()
 

@@ -54,6 +54,15 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
             await service.scan()
             await asyncio.sleep(config.scan_interval_seconds)
 
+    async def refresh_clock_periodically() -> None:
+        while True:
+            await service.refresh_clock()
+            await asyncio.sleep(1.0)
+
+    if config.development:
+        runtime.on_startup(service.refresh_clock)
+        runtime.add_worker(refresh_clock_periodically)
+
     runtime.pat_validator = validate_pat
     runtime.add_worker(scan_periodically)
     runtime.consume(runtime.topics.settings_values).register(

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 class Clock:
     """Wall-clock time in UTC, plus an offset that only development can set.
 
-    NOTE: the offset lives in this process. With several replicas in
-    development, each one must be advanced on its own.
+    The offset is stored in the database so that replicas share it; each
+    replica reloads it every second (``TokenService.refresh_clock``).
     """
 
     def __init__(self, adjustable: bool) -> None:
@@ -28,7 +28,10 @@ class Clock:
         return self._offset
 
     def advance(self, by: timedelta) -> datetime:
+        self.set_offset(self._offset + by)
+        return self.now()
+
+    def set_offset(self, offset: timedelta) -> None:
         if not self._adjustable:
             raise PermissionError("the clock can be moved only in development")
-        self._offset += by
-        return self.now()
+        self._offset = offset

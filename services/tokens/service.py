@@ -74,6 +74,25 @@ class TokenService:
         self._hash_key_id = config.hash_key_id
         self._scan_batch_size = config.scan_batch_size
 
+    # The development clock.
+
+    async def advance_clock(self, by: timedelta) -> None:
+        """Move every replica's clock forward (development only)."""
+        if not self.clock.adjustable:
+            raise PermissionError("the clock can be moved only in development")
+        seconds = await self.runtime.pool.fetchval(
+            "UPDATE clock_offset SET offset_seconds = offset_seconds + $1"
+            " RETURNING offset_seconds",
+            by.total_seconds(),
+        )
+        self.clock.set_offset(timedelta(seconds=seconds))
+
+    async def refresh_clock(self) -> None:
+        seconds = await self.runtime.pool.fetchval(
+            "SELECT offset_seconds FROM clock_offset"
+        )
+        self.clock.set_offset(timedelta(seconds=seconds or 0))
+
     # Settings and users copied from events.
 
     async def feature(self) -> Feature:
