@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install infra-up infra-down infra-status demo test lint format contracts clean
+.PHONY: install infra-up infra-down infra-status demo test lint format contracts test-faults clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ contracts: install
 
 test: lint
 	$(PY) -m pytest
+
+test-faults: install
+	$(PY) -m pytest -m faults -s tests/faults
 
 clean: infra-down
 	rm -rf .run

@@ -27,25 +27,102 @@ def free_port() -> int:
 
 
 @dataclass
-class Stack:
-    """The running services, their base URLs and their log files."""
+class ServiceProcess:
+    """One running replica of a service, which can be killed and restarted."""
 
-    urls: dict[str, str]
-    logs: dict[str, Path]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    name: str
+    port: int
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{self.name}"],
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.running():
+            assert self.process is not None
+            self.process.send_signal(signum)
+
+    def wait_stopped(self, timeout: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(max(0.1, timeout))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if not self.running():
+                assert self.process is not None
+                tail = self.log.read_text(errors="replace")[-3000:]
+                code = self.process.returncode
+                raise RuntimeError(f"{self.name} exited with {code} on start:\n{tail}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        message = f"{self.name} did not become ready in {START_TIMEOUT_SECONDS:.0f} s"
+        raise TimeoutError(message)
+
+
+@dataclass
+class Stack:
+    """The running services: the first replica of each, and any extra ones."""
+
+    replicas: dict[str, list[ServiceProcess]] = field(default_factory=dict)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {name: replicas[0].url for name, replicas in self.replicas.items()}
+
+    @property
+    def logs(self) -> dict[str, Path]:
+        return {
+            f"{name}.{index}": replica.log
+            for name, replicas in self.replicas.items()
+            for index, replica in enumerate(replicas)
+        }
+
+    def add_replica(self, name: str) -> ServiceProcess:
+        """Start one more replica of ``name`` on a free port; wait until ready."""
+        first = self.replicas[name][0]
+        port = free_port()
+        log = first.log.with_name(f"{name}.{len(self.replicas[name])}.log")
+        replica = ServiceProcess(
+            name, port, {**first.env, "PAT_HTTP_PORT": str(port)}, log
+        )
+        replica.start()
+        self.replicas[name].append(replica)
+        replica.wait_ready()
+        return replica
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        every = [r for replicas in self.replicas.values() for r in replicas]
+        for replica in every:
+            replica.signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        for process in self.processes.values():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.processes.clear()
+        for replica in every:
+            replica.wait_stopped(deadline - time.monotonic())
 
 
 def start_stack(
@@ -61,7 +138,6 @@ def start_stack(
     ports = ports or DEFAULT_PORTS
     urls = {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
     log_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(urls=urls, logs={n: log_dir / f"{n}.log" for n in SERVICES})
     common = {
         "PAT_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "PAT_TOPIC_PREFIX": topic_prefix,
@@ -70,6 +146,7 @@ def start_stack(
         "PAT_SMTP_PORT": str(smtp_port),
         **(extra_env or {}),
     }
+    stack = Stack()
     try:
         for name in SERVICES:
             env = {
@@ -78,35 +155,12 @@ def start_stack(
                 "PAT_DATABASE_URL": dsns[name],
                 "PAT_HTTP_PORT": str(ports[name]),
             }
-            with stack.logs[name].open("ab") as log_file:
-                stack.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}"],
-                    env=env,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        for name in SERVICES:
-            _wait_ready(name, urls[name], stack)
+            replica = ServiceProcess(name, ports[name], env, log_dir / f"{name}.0.log")
+            replica.start()
+            stack.replicas[name] = [replica]
+        for replicas in stack.replicas.values():
+            replicas[0].wait_ready()
     except BaseException:
         stack.stop()
         raise
     return stack
-
-
-def _wait_ready(name: str, url: str, stack: Stack) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        process = stack.processes[name]
-        if process.poll() is not None:
-            tail = stack.logs[name].read_text(errors="replace")[-3000:]
-            message = f"{name} exited with {process.returncode} on start:\n{tail}"
-            raise RuntimeError(message)
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    message = f"{name} did not become ready within {START_TIMEOUT_SECONDS:.0f} s"
-    raise TimeoutError(message)

@@ -12,7 +12,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,24 @@ def _collect_events(
     asyncio.run(consume())
 
 
+def start_collector(
+    bootstrap: str, topics: list[str]
+) -> tuple[EventLog, Callable[[], None]]:
+    """Collect every record of ``topics`` in a thread; return the log and a stop."""
+    events = EventLog()
+    stop = threading.Event()
+    collector = threading.Thread(
+        target=_collect_events, args=(bootstrap, topics, events, stop), daemon=True
+    )
+    collector.start()
+
+    def stop_collector() -> None:
+        stop.set()
+        collector.join(10)
+
+    return events, stop_collector
+
+
 @pytest.fixture(scope="session")
 def run(
     infra: InfraConfig, tmp_path_factory: pytest.TempPathFactory
@@ -143,8 +161,6 @@ def run(
             "PAT_ADMIN_PASSWORD": ADMIN_PASSWORD,
         },
     )
-    events = EventLog()
-    stop = threading.Event()
     topics = [
         f"{topic_prefix}{name}"
         for name in (
@@ -154,19 +170,13 @@ def run(
             "tokens.events",
         )
     ]
-    collector = threading.Thread(
-        target=_collect_events,
-        args=(infra.kafka_bootstrap, topics, events, stop),
-        daemon=True,
-    )
-    collector.start()
+    events, stop_collector = start_collector(infra.kafka_bootstrap, topics)
     api = Api(stack.urls)
     try:
         yield RunContext(infra, database, topic_prefix, stack, api, events, run_id)
     finally:
         api.close()
-        stop.set()
-        collector.join(10)
+        stop_collector()
         stack.stop()
         asyncio.run(drop(infra.pg_dsn, database))
 

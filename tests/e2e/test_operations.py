@@ -84,7 +84,7 @@ def test_logs_are_json_with_request_lines(run: RunContext) -> None:
     httpx.get(f"{run.stack.urls['settings']}/v1/settings")
     time.sleep(0.5)
 
-    lines = run.stack.logs["settings"].read_text().splitlines()
+    lines = run.stack.logs["settings.0"].read_text().splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
 
     assert len(records) == len([line for line in lines if line.strip()])
