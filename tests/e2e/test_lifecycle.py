@@ -146,3 +146,23 @@ def test_expiry_emails_sent_once_when_scanner_runs_twice(
         f"<token-expiring.{token['id']}@notifier.pat.invalid>",
         f"<token-expired.{token['id']}@notifier.pat.invalid>",
     }
+
+
+def test_scan_after_downtime_sends_no_stale_warning(
+    run: RunContext, admin: str, person: Person
+) -> None:
+    token = run.api.create_token(person.session, "slept through", 9)
+    email = person.user["email"]
+
+    # Ten days pass at once, as if every service had been down meanwhile.
+    run.api.advance_clock(10 * DAY)
+    mailbox.wait_for_messages(
+        lambda m: email in m["rcpt_tos"] and "has expired" in (m["subject"] or ""),
+        timeout=30,
+    )
+    time.sleep(2)  # let a warning that should not come arrive
+
+    subjects = [m["subject"] or "" for m in mails_for(email)]
+    assert len(subjects) == 1
+    assert "has expired" in subjects[0]
+    assert wait_for_events(run, "token.expiring.v1", token["id"], timeout=0) == []

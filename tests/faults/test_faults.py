@@ -44,6 +44,8 @@ DAY = 86400
 LOAD_SECONDS = 3.0
 SETTLE_TIMEOUT_SECONDS = 120.0
 SMTP_OUTAGE_SECONDS = 30.0
+# uvicorn's graceful shutdown (10 s) plus the background tasks' (10 s).
+SHUTDOWN_BOUND_SECONDS = 25.0
 
 
 @dataclass
@@ -320,7 +322,7 @@ def fault_run(infra: InfraConfig) -> Iterator[FaultRun]:
     )
     dead_letters, stop_dead_letters = start_collector(
         infra.kafka_bootstrap,
-        [f"{prefix}{name}.dead-letters" for name in SERVICES],
+        [f"{prefix}{name}.dead-letters" for name in ("tokens", "notifier")],
     )
     api = Api(stack.urls)
     admin = api.sign_in("admin", ADMIN_PASSWORD)
@@ -430,3 +432,19 @@ def test_two_replicas_kill_one(fault_run: FaultRun) -> None:
 
 def test_no_dead_letters(fault_run: FaultRun) -> None:
     assert fault_run.dead_letters.records == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_sigterm_exits_within_bound(fault_run: FaultRun, service: str) -> None:
+    replica = fault_run.stack.add_replica(service)
+    started = time.monotonic()
+
+    replica.signal(signal.SIGTERM)
+    replica.wait_stopped(SHUTDOWN_BOUND_SECONDS + 5)
+    elapsed = time.monotonic() - started
+
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert replica.process is not None
+    assert replica.process.returncode in (0, -signal.SIGTERM)
+    assert f'"{service} stopped"' in replica.log.read_text()
+    assert elapsed < SHUTDOWN_BOUND_SECONDS
