@@ -17,6 +17,7 @@ __all__ = [
     "EVENT_TYPES",
     "SPEC_VERSION",
     "Event",
+    "PasswordChanged",
     "Role",
     "SettingChanged",
     "TokenCreated",
@@ -104,6 +105,19 @@ class UserUpdated(_UserSnapshot):
     ce_type: ClassVar[str] = "org.pat.profile.user.updated.v1"
 
 
+class PasswordChanged(Event):
+    """A user changed their own password; neither password nor hash is included."""
+
+    ce_type: ClassVar[str] = "org.pat.profile.password.changed.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+    changed_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
 class _TokenEvent(Event):
     source_service: ClassVar[str] = "tokens"
 
@@ -151,6 +165,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SettingChanged,
         UserCreated,
         UserUpdated,
+        PasswordChanged,
         TokenCreated,
         TokenRevoked,
         TokenExpiring,

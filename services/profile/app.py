@@ -30,7 +30,7 @@ from services.common.errors import invalid_field, not_found
 from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
 from services.common.text import check_printable
-from services.contracts import Role, UserCreated, UserUpdated
+from services.contracts import PasswordChanged, Role, UserCreated, UserUpdated
 from services.profile.fields import (
     DisplayName,
     Email,
@@ -38,6 +38,7 @@ from services.profile.fields import (
     TimeZone,
     Username,
 )
+from services.profile.passwords import PasswordChange, check_policy
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -235,6 +236,53 @@ class ProfileService:
             await self._publish_user(conn, row, created=False, at=now)
         return _user_out(row)
 
+    async def change_password(
+        self, user_id: uuid.UUID, change: PasswordChange, session_token: str
+    ) -> None:
+        """Replace the caller's password and end their other sessions.
+
+        The session that made the request stays signed in.
+        """
+        row = await self.runtime.pool.fetchrow(
+            "SELECT username, email, password_hash FROM users WHERE id = $1", user_id
+        )
+        if row is None:
+            raise not_found("user")
+        if not await self.verify_password(
+            row["password_hash"], change.current_password
+        ):
+            raise invalid_field(
+                ("body", "current_password"),
+                "the current password is wrong",
+                "value_error.wrong_password",
+            )
+        check_policy("new_password", change.new_password, row["username"], row["email"])
+        if change.new_password == change.current_password:
+            raise invalid_field(
+                ("body", "new_password"),
+                "must differ from the current password",
+                "value_error.unchanged",
+            )
+        new_hash = await self.hash_password(change.new_password)
+        now = datetime.now(UTC)
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
+                user_id,
+                new_hash,
+                now,
+            )
+            await conn.execute(
+                "UPDATE sessions SET ended_at = $3 WHERE user_id = $1"
+                " AND token_digest <> $2 AND ended_at IS NULL",
+                user_id,
+                _digest(session_token),
+                now,
+            )
+            event = PasswordChanged(user_id=user_id, changed_at=now)
+            topic = self.runtime.topics.profile_events
+            await add_event(conn, self.runtime.schema, topic, event, now)
+
     async def sign_in(self, username: str, password: str) -> SessionOut:
         row = await self.runtime.pool.fetchrow(
             "SELECT id, password_hash, active FROM users"
@@ -328,10 +376,21 @@ def build_router(service: ProfileService) -> APIRouter:
         changes = change.model_dump(exclude_none=True)
         return await service.change_user(caller.user_id, changes)
 
+    @router.post("/me/password", status_code=204, tags=["me"])
+    async def change_my_password(
+        change: PasswordChange,
+        caller: SessionCaller,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> None:
+        """Change the caller's password; their other sessions are signed out."""
+        session_token = bearer_credential(authorization)
+        await service.change_password(caller.user_id, change, session_token)
+
     @router.post("/users", status_code=201, tags=["users"])
     async def create_user(new: UserCreate, caller: SessionCaller) -> UserOut:
         """Create a user (administrators only)."""
         require_admin(caller)
+        check_policy("password", new.password, new.username, new.email)
         return await service.create_user(new)
 
     @router.get("/users", tags=["users"])
