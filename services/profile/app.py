@@ -401,8 +401,12 @@ def build_router(service: ProfileService) -> APIRouter:
 
     @router.get("/users/{user_id}", tags=["users"])
     async def get_user(user_id: uuid.UUID, caller: Caller) -> UserOut:
-        """Show a user (administrators only)."""
-        require_admin(caller)
+        """Show a user to an administrator, or to the user themself.
+
+        Other users get 404, so that they cannot tell which ids exist.
+        """
+        if not caller.is_admin and user_id != caller.user_id:
+            raise not_found("user")
         return await service.get_user(user_id)
 
     @router.patch("/users/{user_id}", tags=["users"])
@@ -411,6 +415,8 @@ def build_router(service: ProfileService) -> APIRouter:
     ) -> UserOut:
         """Change a user's name, email, role, time zone or active state
         (administrators only)."""
+        if not caller.is_admin and user_id != caller.user_id:
+            raise not_found("user")
         require_admin(caller)
         changes = change.model_dump(exclude_none=True)
         if user_id == caller.user_id and (
