@@ -31,6 +31,9 @@ from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
 from services.common.text import check_printable
 from services.contracts import PasswordChanged, Role, UserCreated, UserUpdated
+from services.profile import attributes
+from services.profile.access import require_self_or_admin
+from services.profile.attributes import AttributeStore, AttributeWithValue
 from services.profile.fields import (
     DisplayName,
     Email,
@@ -64,6 +67,12 @@ class UserOut(BaseModel):
     active: bool
     created_at: datetime
     updated_at: datetime
+
+
+class ProfileOut(UserOut):
+    """A user with every contact attribute and this user's value of it."""
+
+    attributes: list[AttributeWithValue]
 
 
 class UserCreate(BaseModel):
@@ -122,6 +131,7 @@ class ProfileService:
         # Verified when a username is unknown, so that sign-in takes as long
         # for unknown names as for wrong passwords.
         self._decoy_hash = self.hasher.hash(secrets.token_hex(16))
+        self.attributes = AttributeStore(runtime)
 
     async def hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
@@ -200,6 +210,12 @@ class ProfileService:
         if row is None:
             raise not_found("user")
         return _user_out(row)
+
+    async def profile(self, user_id: uuid.UUID) -> ProfileOut:
+        """Return the user with their contact attributes."""
+        user = await self.get_user(user_id)
+        values = await self.attributes.values_of(user_id)
+        return ProfileOut(**user.model_dump(), attributes=values)
 
     async def list_users(self) -> list[UserOut]:
         rows = await self.runtime.pool.fetch("SELECT * FROM users ORDER BY username")
@@ -366,9 +382,9 @@ def build_router(service: ProfileService) -> APIRouter:
         await service.end_session(bearer_credential(authorization))
 
     @router.get("/me", tags=["me"])
-    async def my_profile(caller: Caller) -> UserOut:
-        """Show the caller's profile."""
-        return await service.get_user(caller.user_id)
+    async def my_profile(caller: Caller) -> ProfileOut:
+        """Show the caller's profile with their contact attributes."""
+        return await service.profile(caller.user_id)
 
     @router.patch("/me", tags=["me"])
     async def change_my_profile(change: MyProfileChange, caller: Caller) -> UserOut:
@@ -400,14 +416,13 @@ def build_router(service: ProfileService) -> APIRouter:
         return await service.list_users()
 
     @router.get("/users/{user_id}", tags=["users"])
-    async def get_user(user_id: uuid.UUID, caller: Caller) -> UserOut:
+    async def get_user(user_id: uuid.UUID, caller: Caller) -> ProfileOut:
         """Show a user to an administrator, or to the user themself.
 
         Other users get 404, so that they cannot tell which ids exist.
         """
-        if not caller.is_admin and user_id != caller.user_id:
-            raise not_found("user")
-        return await service.get_user(user_id)
+        require_self_or_admin(caller, user_id)
+        return await service.profile(user_id)
 
     @router.patch("/users/{user_id}", tags=["users"])
     async def change_user(
@@ -441,6 +456,7 @@ def create_app(config: ProfileConfig | None = None) -> FastAPI:
     runtime.on_startup(service.ensure_first_admin)
     app = runtime.create_app("profile")
     app.include_router(build_router(service))
+    app.include_router(attributes.build_router(service.attributes))
     return app
 
 
