@@ -31,7 +31,7 @@ from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
 from services.common.text import check_printable
 from services.contracts import PasswordChanged, Role, UserCreated, UserUpdated
-from services.profile import attributes
+from services.profile import attributes, pictures
 from services.profile.access import require_self_or_admin
 from services.profile.attributes import AttributeStore, AttributeWithValue
 from services.profile.fields import (
@@ -42,6 +42,7 @@ from services.profile.fields import (
     Username,
 )
 from services.profile.passwords import PasswordChange, check_policy
+from services.profile.pictures import PictureStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -72,6 +73,7 @@ class UserOut(BaseModel):
 class ProfileOut(UserOut):
     """A user with every contact attribute and this user's value of it."""
 
+    has_picture: bool
     attributes: list[AttributeWithValue]
 
 
@@ -132,6 +134,7 @@ class ProfileService:
         # for unknown names as for wrong passwords.
         self._decoy_hash = self.hasher.hash(secrets.token_hex(16))
         self.attributes = AttributeStore(runtime)
+        self.pictures = PictureStore(runtime)
 
     async def hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
@@ -215,7 +218,11 @@ class ProfileService:
         """Return the user with their contact attributes."""
         user = await self.get_user(user_id)
         values = await self.attributes.values_of(user_id)
-        return ProfileOut(**user.model_dump(), attributes=values)
+        return ProfileOut(
+            **user.model_dump(),
+            has_picture=await self.pictures.has_picture(user_id),
+            attributes=values,
+        )
 
     async def list_users(self) -> list[UserOut]:
         rows = await self.runtime.pool.fetch("SELECT * FROM users ORDER BY username")
@@ -457,6 +464,7 @@ def create_app(config: ProfileConfig | None = None) -> FastAPI:
     app = runtime.create_app("profile")
     app.include_router(build_router(service))
     app.include_router(attributes.build_router(service.attributes))
+    app.include_router(pictures.build_router(service.pictures))
     return app
 
 

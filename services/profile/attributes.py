@@ -280,7 +280,7 @@ def build_router(store: AttributeStore) -> APIRouter:
         change: ValueChange,
         caller: SessionCaller,
     ) -> AttributeWithValue:
-        """Set or, with a null value, remove a user's value (administrators)."""
+        """Set or remove a user's value (administrators, or the user if editable)."""
         require_self_or_admin(caller, user_id)
         return await store.set_value(
             user_id, attribute_id, change.value, by_owner=not caller.is_admin
