@@ -20,6 +20,8 @@ __all__ = [
     "PasswordChanged",
     "Role",
     "SettingChanged",
+    "SignatureCleared",
+    "SignatureSet",
     "TokenCreated",
     "TokenExpired",
     "TokenExpiring",
@@ -118,6 +120,33 @@ class PasswordChanged(Event):
         return str(self.user_id)
 
 
+class SignatureSet(Event):
+    """A user set or replaced their signature; the signature is not included."""
+
+    ce_type: ClassVar[str] = "org.pat.profile.signature.set.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+    kind: Literal["text", "image"]
+    set_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class SignatureCleared(Event):
+    """A user removed their signature."""
+
+    ce_type: ClassVar[str] = "org.pat.profile.signature.cleared.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+    cleared_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
 class _TokenEvent(Event):
     source_service: ClassVar[str] = "tokens"
 
@@ -166,6 +195,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UserCreated,
         UserUpdated,
         PasswordChanged,
+        SignatureSet,
+        SignatureCleared,
         TokenCreated,
         TokenRevoked,
         TokenExpiring,

@@ -31,7 +31,7 @@ from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
 from services.common.text import check_printable
 from services.contracts import PasswordChanged, Role, UserCreated, UserUpdated
-from services.profile import attributes, pictures
+from services.profile import attributes, pictures, signatures
 from services.profile.access import require_self_or_admin
 from services.profile.attributes import AttributeStore, AttributeWithValue
 from services.profile.fields import (
@@ -43,6 +43,7 @@ from services.profile.fields import (
 )
 from services.profile.passwords import PasswordChange, check_policy
 from services.profile.pictures import PictureStore
+from services.profile.signatures import SignatureStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -71,9 +72,11 @@ class UserOut(BaseModel):
 
 
 class ProfileOut(UserOut):
-    """A user with every contact attribute and this user's value of it."""
+    """A user's profile details: whether a picture and a signature are set (never
+    the signature itself), and every contact attribute with this user's value."""
 
     has_picture: bool
+    has_signature: bool
     attributes: list[AttributeWithValue]
 
 
@@ -135,6 +138,7 @@ class ProfileService:
         self._decoy_hash = self.hasher.hash(secrets.token_hex(16))
         self.attributes = AttributeStore(runtime)
         self.pictures = PictureStore(runtime)
+        self.signatures = SignatureStore(runtime)
 
     async def hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
@@ -221,6 +225,7 @@ class ProfileService:
         return ProfileOut(
             **user.model_dump(),
             has_picture=await self.pictures.has_picture(user_id),
+            has_signature=await self.signatures.has_signature(user_id),
             attributes=values,
         )
 
@@ -465,6 +470,7 @@ def create_app(config: ProfileConfig | None = None) -> FastAPI:
     app.include_router(build_router(service))
     app.include_router(attributes.build_router(service.attributes))
     app.include_router(pictures.build_router(service.pictures))
+    app.include_router(signatures.build_router(service.signatures))
     return app
 
 
