@@ -15,7 +15,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Response, status
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, StrictBool
+from pydantic import Field, SecretStr
 
 from services.common.auth import (
     CHALLENGE,
@@ -29,17 +29,19 @@ from services.common.db import Connection
 from services.common.errors import invalid_field, not_found
 from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
-from services.common.text import check_printable
-from services.contracts import PasswordChanged, Role, UserCreated, UserUpdated
+from services.contracts import PasswordChanged, UserCreated, UserUpdated
 from services.profile import attributes, pictures, signatures
 from services.profile.access import require_self_or_admin
-from services.profile.attributes import AttributeStore, AttributeWithValue
-from services.profile.fields import (
-    DisplayName,
-    Email,
-    Password,
-    TimeZone,
-    Username,
+from services.profile.attributes import AttributeStore
+from services.profile.models import (
+    CurrentSession,
+    MyProfileChange,
+    ProfileOut,
+    SessionOut,
+    SignIn,
+    UserChange,
+    UserCreate,
+    UserOut,
 )
 from services.profile.passwords import PasswordChange, check_policy
 from services.profile.pictures import PictureStore
@@ -57,67 +59,6 @@ class ProfileConfig(ServiceConfig):
     admin_email: str = "admin@example.org"
     admin_password: SecretStr = SecretStr("admin-dev-only-password")
     session_hours: int = Field(default=12, ge=1, le=720)
-
-
-class UserOut(BaseModel):
-    id: uuid.UUID
-    username: str
-    display_name: str
-    email: str
-    time_zone: str
-    role: Role
-    active: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-class ProfileOut(UserOut):
-    """A user's profile details: whether a picture and a signature are set (never
-    the signature itself), and every contact attribute with this user's value."""
-
-    has_picture: bool
-    has_signature: bool
-    attributes: list[AttributeWithValue]
-
-
-class UserCreate(BaseModel):
-    username: Username
-    display_name: DisplayName
-    email: Email
-    password: Password
-    role: Role = "user"
-    time_zone: TimeZone = "UTC"
-
-
-class UserChange(BaseModel):
-    display_name: DisplayName | None = None
-    email: Email | None = None
-    role: Role | None = None
-    active: StrictBool | None = None
-    time_zone: TimeZone | None = None
-
-
-class MyProfileChange(BaseModel):
-    display_name: DisplayName | None = None
-    time_zone: TimeZone | None = None
-
-
-class SignIn(BaseModel):
-    username: Annotated[str, Field(max_length=64), AfterValidator(check_printable)]
-    password: str = Field(max_length=1024)
-
-
-class SessionOut(BaseModel):
-    token: str = Field(description="The session token; send it as a Bearer token.")
-    user_id: uuid.UUID
-    expires_at: datetime
-
-
-class CurrentSession(BaseModel):
-    user_id: uuid.UUID
-    username: str
-    role: Role
-    expires_at: datetime
 
 
 def _user_out(row: Any) -> UserOut:

@@ -1,13 +1,13 @@
 """Profile pictures: set, replace, remove and serve.
 
 The owner and administrators may set, read and remove a user's picture;
-other users get 404. The upload is the raw request body (see
+other users get 404. Under ``/v1/users/{id}`` a change needs a sign-in
+session, as every administration request does. The upload is the raw request body (see
 ``services.profile.images`` for the checks), not a multipart form.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -17,11 +17,11 @@ from pydantic import BaseModel
 
 from services.common.db import Pool
 from services.common.errors import not_found
-from services.common.runtime import Caller, Runtime
+from services.common.runtime import Caller, Runtime, SessionCaller
 from services.profile.access import require_self_or_admin
 from services.profile.images import (
     IMAGE_REQUEST_BODY,
-    clean_image,
+    clean_upload,
     image_response,
     read_upload,
 )
@@ -50,7 +50,7 @@ class PictureStore:
         return bool(found)
 
     async def set(self, user_id: uuid.UUID, upload: bytes) -> PictureOut:
-        image = await asyncio.to_thread(clean_image, upload)
+        image = await clean_upload(upload)
         try:
             row = await self._pool.fetchrow(
                 "INSERT INTO pictures (user_id, content_type, data, etag, width,"
@@ -118,7 +118,7 @@ def build_router(store: PictureStore) -> APIRouter:
 
     @router.put("/users/{user_id}/picture", openapi_extra=IMAGE_REQUEST_BODY)
     async def set_user_picture(
-        user_id: uuid.UUID, request: Request, caller: Caller
+        user_id: uuid.UUID, request: Request, caller: SessionCaller
     ) -> PictureOut:
         """Set or replace a user's picture (the user or an administrator)."""
         require_self_or_admin(caller, user_id)
@@ -133,7 +133,7 @@ def build_router(store: PictureStore) -> APIRouter:
         return await serve(user_id, request)
 
     @router.delete("/users/{user_id}/picture", status_code=204)
-    async def remove_user_picture(user_id: uuid.UUID, caller: Caller) -> None:
+    async def remove_user_picture(user_id: uuid.UUID, caller: SessionCaller) -> None:
         """Remove a user's picture (the user or an administrator)."""
         require_self_or_admin(caller, user_id)
         await store.remove(user_id)

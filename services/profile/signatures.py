@@ -36,7 +36,7 @@ from services.contracts import SignatureCleared, SignatureSet
 from services.profile.images import (
     IMAGE_REQUEST_BODY,
     CleanImage,
-    clean_image,
+    clean_upload,
     image_response,
     read_upload,
 )
@@ -111,7 +111,7 @@ class SignatureStore:
         return await self._store(user_id, "text", text, None)
 
     async def set_image(self, user_id: uuid.UUID, upload: bytes) -> SignatureOut:
-        image = await asyncio.to_thread(clean_image, upload)
+        image = await clean_upload(upload)
         return await self._store(user_id, "image", None, image)
 
     async def _store(
