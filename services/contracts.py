@@ -28,6 +28,7 @@ __all__ = [
     "TokenRevoked",
     "Topics",
     "UserCreated",
+    "UserDeactivated",
     "UserUpdated",
 ]
 
@@ -105,6 +106,23 @@ class UserUpdated(_UserSnapshot):
     """A user's copied fields changed; the event carries all of them."""
 
     ce_type: ClassVar[str] = "org.pat.profile.user.updated.v1"
+
+
+class UserDeactivated(Event):
+    """A user was deactivated: they cannot sign in, and their tokens stop working.
+
+    A ``UserUpdated`` with ``active`` false is published with it, for
+    consumers that keep the whole snapshot.
+    """
+
+    ce_type: ClassVar[str] = "org.pat.profile.user.deactivated.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+    deactivated_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
 
 
 class PasswordChanged(Event):
@@ -194,6 +212,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SettingChanged,
         UserCreated,
         UserUpdated,
+        UserDeactivated,
         PasswordChanged,
         SignatureSet,
         SignatureCleared,

@@ -29,7 +29,12 @@ from services.common.db import Connection
 from services.common.errors import invalid_field, not_found
 from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
-from services.contracts import PasswordChanged, UserCreated, UserUpdated
+from services.contracts import (
+    PasswordChanged,
+    UserCreated,
+    UserDeactivated,
+    UserUpdated,
+)
 from services.profile import attributes, pictures, signatures
 from services.profile.access import require_self_or_admin
 from services.profile.attributes import AttributeStore
@@ -203,6 +208,10 @@ class ProfileService:
                     now,
                 )
             await self._publish_user(conn, row, created=False, at=now)
+            if changed.get("active") is False:
+                deactivated = UserDeactivated(user_id=user_id, deactivated_at=now)
+                topic = self.runtime.topics.profile_events
+                await add_event(conn, self.runtime.schema, topic, deactivated, now)
         return _user_out(row)
 
     async def change_password(

@@ -153,12 +153,16 @@ class SignatureStore:
             raise not_found("signature")
         return row
 
-    async def image(self, user_id: uuid.UUID) -> CleanImage:
-        """Return the stored image, or the text rendered as a PNG."""
+    async def image(self, user_id: uuid.UUID) -> tuple[bytes, str, str]:
+        """Return the image's bytes, content type and ETag.
+
+        A typed signature is rendered as a PNG on each request.
+        """
         row = await self.get(user_id)
         if row["kind"] == "text":
-            return await asyncio.to_thread(render_text, row["text"])
-        return CleanImage(row["data"], row["content_type"], 0, 0)
+            rendered = await asyncio.to_thread(render_text, row["text"])
+            return rendered.data, rendered.content_type, rendered.etag
+        return row["data"], row["content_type"], row["etag"]
 
     async def clear(self, user_id: uuid.UUID) -> None:
         now = datetime.now(UTC)
@@ -190,8 +194,8 @@ def build_router(store: SignatureStore) -> APIRouter:
     ) -> Response:
         """Return the caller's signature as an image; typed text as a PNG."""
         require_owner(caller, user_id)
-        image = await store.image(user_id)
-        return image_response(request, image.data, image.content_type, image.etag)
+        data, content_type, etag = await store.image(user_id)
+        return image_response(request, data, content_type, etag)
 
     @router.put("/users/{user_id}/signature/text")
     async def set_text_signature(

@@ -9,7 +9,12 @@ from fastapi import FastAPI
 
 from services.common.auth import AuthenticationError, Identity
 from services.common.runtime import Runtime
-from services.contracts import SettingChanged, UserCreated, UserUpdated
+from services.contracts import (
+    SettingChanged,
+    UserCreated,
+    UserDeactivated,
+    UserUpdated,
+)
 from services.tokens.api import build_dev_router, build_router
 from services.tokens.clock import Clock
 from services.tokens.config import TokensConfig
@@ -49,6 +54,7 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
     profile_events = runtime.consume(runtime.topics.profile_events)
     profile_events.register(UserCreated, service.on_user_changed)
     profile_events.register(UserUpdated, service.on_user_changed)
+    profile_events.register(UserDeactivated, service.on_user_deactivated)
 
     app = runtime.create_app("tokens")
     app.include_router(build_router(service))

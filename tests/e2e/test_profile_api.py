@@ -144,8 +144,21 @@ def test_deactivated_user_cannot_sign_in(
         f"{run.stack.urls['profile']}/v1/sessions",
         json={"username": person.user["username"], "password": person.password},
     )
+    deadline = time.monotonic() + 20
+    while True:
+        events = [
+            e
+            for e in run.events.of_type("user.deactivated.v1")
+            if e["value"] and e["value"].get("user_id") == person.id
+        ]
+        if events or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
 
     assert response.status_code == 401
+    assert len(events) == 1
+    assert set(events[0]["value"]) == {"user_id", "deactivated_at"}
+    assert events[0]["key"] == person.id
 
 
 def test_demoted_user_tokens_stop(run: RunContext, admin: str, person: Person) -> None:
