@@ -126,7 +126,7 @@ class UserDeactivated(Event):
 
 
 class PasswordChanged(Event):
-    """A user changed their own password; neither password nor hash is included."""
+    """A user changed their own password. It carries neither password nor hash."""
 
     ce_type: ClassVar[str] = "org.pat.profile.password.changed.v1"
     source_service: ClassVar[str] = "profile"
@@ -139,7 +139,7 @@ class PasswordChanged(Event):
 
 
 class SignatureSet(Event):
-    """A user set or replaced their signature; the signature is not included."""
+    """A user set or replaced their signature, which the event does not carry."""
 
     ce_type: ClassVar[str] = "org.pat.profile.signature.set.v1"
     source_service: ClassVar[str] = "profile"

@@ -165,7 +165,7 @@ class ProfileService:
         return _user_out(row)
 
     async def profile(self, user_id: uuid.UUID) -> ProfileOut:
-        """Return the user with their contact attributes."""
+        """Collect the user's profile details and contact attributes."""
         user = await self.get_user(user_id)
         values = await self.attributes.values_of(user_id)
         return ProfileOut(
@@ -360,7 +360,7 @@ def build_router(service: ProfileService) -> APIRouter:
         caller: SessionCaller,
         authorization: Annotated[str | None, Header()] = None,
     ) -> None:
-        """Change the caller's password; their other sessions are signed out."""
+        """Change the caller's password and sign out their other sessions."""
         session_token = bearer_credential(authorization)
         await service.change_password(caller.user_id, change, session_token)
 

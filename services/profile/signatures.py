@@ -192,7 +192,7 @@ def build_router(store: SignatureStore) -> APIRouter:
     async def user_signature_image(
         user_id: uuid.UUID, request: Request, caller: Caller
     ) -> Response:
-        """Return the caller's signature as an image; typed text as a PNG."""
+        """Return the caller's signature as an image, typed text rendered as PNG."""
         require_owner(caller, user_id)
         data, content_type, etag = await store.image(user_id)
         return image_response(request, data, content_type, etag)
@@ -227,7 +227,7 @@ def build_router(store: SignatureStore) -> APIRouter:
 
     @router.get("/me/signature/image", response_class=Response)
     async def my_signature_image(request: Request, caller: Caller) -> Response:
-        """Return the caller's signature as an image; typed text as a PNG."""
+        """Return the caller's signature as an image, typed text rendered as PNG."""
         return await user_signature_image(caller.user_id, request, caller)
 
     @router.put("/me/signature/text")
