@@ -71,6 +71,12 @@ def _too_large() -> HTTPException:
 
 async def read_upload(request: Request) -> bytes:
     """Read the raw request body, stopping as soon as it exceeds the limit."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.lower().startswith("multipart/"):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send the image file itself as the request body, not a multipart form",
+        )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         raise _too_large()

@@ -72,6 +72,17 @@ def test_picture_detected_by_content(run: RunContext, person: Person) -> None:
     assert response.json()["content_type"] == "image/jpeg"
 
 
+def test_multipart_upload_rejected(run: RunContext, person: Person) -> None:
+    response = httpx.put(
+        f"{run.stack.urls['profile']}/v1/me/picture",
+        files={"file": ("me.png", encode(sample(), "PNG"), "image/png")},
+        headers=bearer(person.session),
+    )
+
+    assert response.status_code == 415
+    assert "multipart" in response.json()["detail"]
+
+
 def test_picture_metadata_stripped(run: RunContext, person: Person) -> None:
     response = put_picture(run, person.session, jpeg_with_gps())
     served = get_picture(run, person.session)
