@@ -82,6 +82,14 @@ def test_clean_image_strips_exif() -> None:
     assert b"PhoneMaker" not in cleaned.data
 
 
+def test_clean_image_applies_orientation() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    cleaned = clean_image(encode(sample((64, 48)), "JPEG", exif=exif))
+
+    assert (cleaned.width, cleaned.height) == (48, 64)
+
+
 def test_clean_image_scales_large_jpeg() -> None:
     cleaned = clean_image(encode(sample((4000, 3000)), "JPEG"))
 
