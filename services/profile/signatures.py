@@ -65,9 +65,7 @@ class SignatureOut(BaseModel):
 def render_text(text: str) -> CleanImage:
     """Render ``text`` as black on transparent PNG with Pillow's default font.
 
-    TODO: ship a font with wide Unicode coverage. Pillow 13's default font
-    has glyphs for ASCII only, so "é" or "Ж" render as boxes (the stored text
-    keeps them).
+    TODO: ship a wider font, because Pillow 13's default draws only ASCII.
     """
     font = ImageFont.load_default(size=FONT_SIZE)
     measure = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
