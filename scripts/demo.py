@@ -21,6 +21,7 @@ from services.provision import drop, provision
 
 ADMIN_PASSWORD = "admin-dev-only-password"
 PASSWORD = "correct-horse-battery"
+NEW_PASSWORD = "violet-lantern-harbour"
 DAY = 86400
 
 
@@ -123,6 +124,66 @@ def play(api: Api, run_id: str) -> None:
     )
     show("the administrator deleted it")
     show(f"at once: {call_with_token(api, second['token'])}")
+
+    play_profile(api, admin, ada, ada_session)
+
+
+def play_profile(api: Api, admin: str, ada: dict[str, Any], ada_session: str) -> None:
+    """Show My Profile: time zone, password notice, attributes, signature."""
+    step("Ada moves to Berlin and changes her time zone")
+    me = api.request(
+        "PATCH", "profile", "/v1/me", ada_session, json={"time_zone": "Europe/Berlin"}
+    )
+    show(f"PATCH /v1/me -> time zone {me['time_zone']}")
+
+    step("Ada changes her password; the notice uses her new time zone")
+    change = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+    api.request(
+        "POST", "profile", "/v1/me/password", ada_session, json=change, expect=204
+    )
+    show("POST /v1/me/password -> 204; her other sessions are signed out")
+    print_email(wait_for_email(ada["email"], "password was changed"))
+
+    step("The administrator defines a contact attribute; Ada fills it in")
+    attribute = api.request(
+        "POST",
+        "profile",
+        "/v1/attributes",
+        admin,
+        json={"name": "Phone extension", "type": "number", "user_editable": True},
+        expect=201,
+    )
+    api.request(
+        "PUT",
+        "profile",
+        f"/v1/me/attributes/{attribute['id']}",
+        ada_session,
+        json={"value": 4711},
+    )
+    wrong = api.http.put(
+        f"{api.urls['profile']}/v1/me/attributes/{attribute['id']}",
+        json={"value": "call me"},
+        headers={"Authorization": f"Bearer {ada_session}"},
+    )
+    show(f"a text value is rejected: {wrong.status_code} {wrong.json()['detail']}")
+
+    step("Ada types a signature; the administrator sees only that one is set")
+    api.request(
+        "PUT",
+        "profile",
+        "/v1/me/signature/text",
+        ada_session,
+        json={"text": "Ada Lovelace"},
+    )
+    profile = api.request("GET", "profile", f"/v1/users/{ada['id']}", admin)
+    values = {a["name"]: a["value"] for a in profile["attributes"]}
+    show(f"time zone {profile['time_zone']}, attributes {values}")
+    show(f"has_signature {profile['has_signature']}")
+    hidden = api.http.get(
+        f"{api.urls['profile']}/v1/users/{ada['id']}/signature",
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    show(f"the administrator asks for the signature: {hidden.status_code}")
 
 
 def _create(

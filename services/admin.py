@@ -31,12 +31,8 @@ from pydantic import ValidationError
 from services.client import Api, ApiError
 from services.common.runtime import Runtime
 from services.contracts import Topics
-from services.profile.app import (
-    MIGRATIONS,
-    ProfileConfig,
-    ProfileService,
-    UserCreate,
-)
+from services.profile.app import MIGRATIONS, ProfileConfig, ProfileService
+from services.profile.models import UserCreate
 
 DEAD_LETTER_HEADERS = ("dlt_error", "dlt_topic", "dlt_partition", "dlt_offset")
 REPLAY_IDLE_SECONDS = 3.0

@@ -17,14 +17,18 @@ __all__ = [
     "EVENT_TYPES",
     "SPEC_VERSION",
     "Event",
+    "PasswordChanged",
     "Role",
     "SettingChanged",
+    "SignatureCleared",
+    "SignatureSet",
     "TokenCreated",
     "TokenExpired",
     "TokenExpiring",
     "TokenRevoked",
     "Topics",
     "UserCreated",
+    "UserDeactivated",
     "UserUpdated",
 ]
 
@@ -104,6 +108,63 @@ class UserUpdated(_UserSnapshot):
     ce_type: ClassVar[str] = "org.pat.profile.user.updated.v1"
 
 
+class UserDeactivated(Event):
+    """A user was deactivated: they cannot sign in, and their tokens stop working.
+
+    A ``UserUpdated`` with ``active`` false is published with it, for
+    consumers that keep the whole snapshot.
+    """
+
+    ce_type: ClassVar[str] = "org.pat.profile.user.deactivated.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+    deactivated_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class PasswordChanged(Event):
+    """A user changed their own password. It carries neither password nor hash."""
+
+    ce_type: ClassVar[str] = "org.pat.profile.password.changed.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+    changed_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class SignatureSet(Event):
+    """A user set or replaced their signature, which the event does not carry."""
+
+    ce_type: ClassVar[str] = "org.pat.profile.signature.set.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+    kind: Literal["text", "image"]
+    set_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class SignatureCleared(Event):
+    """A user removed their signature."""
+
+    ce_type: ClassVar[str] = "org.pat.profile.signature.cleared.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+    cleared_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
 class _TokenEvent(Event):
     source_service: ClassVar[str] = "tokens"
 
@@ -151,6 +212,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SettingChanged,
         UserCreated,
         UserUpdated,
+        UserDeactivated,
+        PasswordChanged,
+        SignatureSet,
+        SignatureCleared,
         TokenCreated,
         TokenRevoked,
         TokenExpiring,

@@ -29,9 +29,10 @@ def shared_topics(topics: Topics) -> list[TopicSpec]:
     return [
         TopicSpec(topics.settings_events),
         TopicSpec(topics.settings_values, compacted=True),
-        # Each profile event carries the whole user, so compaction keeps what
-        # a new consumer needs: the latest state of every user.
-        TopicSpec(topics.profile_events, compacted=True),
+        # Kept forever, so that a new consumer learns every user. Compaction
+        # would not do: several event types share a user's key, and the last
+        # one (say PasswordChanged) would replace the user's snapshot.
+        TopicSpec(topics.profile_events, configs={"retention.ms": "-1"}),
         TopicSpec(topics.tokens_events),
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
@@ -18,8 +19,20 @@ from services.common.config import ServiceConfig
 from services.common.db import Connection
 from services.common.observability import CORRELATION_HEADER, EMAILS, correlation_id
 from services.common.runtime import Runtime
-from services.contracts import TokenExpired, TokenExpiring, UserCreated, UserUpdated
-from services.notifier.emails import EXPIRED, EXPIRING, compose
+from services.contracts import (
+    PasswordChanged,
+    TokenExpired,
+    TokenExpiring,
+    UserCreated,
+    UserUpdated,
+)
+from services.notifier.emails import (
+    EXPIRED,
+    EXPIRING,
+    PASSWORD_CHANGED,
+    compose,
+    compose_password_changed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +72,23 @@ class Notifier:
             event.email,
             event.display_name,
             event.time_zone,
+        )
+
+    async def on_password_changed(
+        self, conn: Connection, event: PasswordChanged, envelope: Envelope
+    ) -> None:
+        # One email per change: the event id is unique to the change.
+        dedupe_key = f"{PASSWORD_CHANGED}.{envelope.id}"
+        await conn.execute(
+            "INSERT INTO email_requests (dedupe_key, kind, user_id, occurred_at,"
+            " message_id, correlation_id) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (dedupe_key) DO NOTHING",
+            dedupe_key,
+            PASSWORD_CHANGED,
+            event.user_id,
+            event.changed_at,
+            f"<{dedupe_key}@{self.config.message_id_domain}>",
+            correlation_id.get(),
         )
 
     async def on_token_expiring(
@@ -126,14 +156,24 @@ class Notifier:
             row["id"],
         )
         log.info(
-            "sent %s email for token %s to user %s",
+            "sent %s email %s (token %s) to user %s",
             row["kind"],
+            row["id"],
             row["token_id"],
             row["user_id"],
         )
 
-    async def _deliver(self, row: asyncpg.Record) -> None:
-        message = compose(
+    def _compose(self, row: asyncpg.Record) -> EmailMessage:
+        if row["kind"] == PASSWORD_CHANGED:
+            return compose_password_changed(
+                sender=self.config.mail_from,
+                recipient=row["email"],
+                display_name=row["display_name"],
+                time_zone=row["time_zone"],
+                changed_at=row["occurred_at"],
+                message_id=row["message_id"],
+            )
+        return compose(
             row["kind"],
             sender=self.config.mail_from,
             recipient=row["email"],
@@ -143,6 +183,9 @@ class Notifier:
             expires_at=row["expires_at"],
             message_id=row["message_id"],
         )
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        message = self._compose(row)
         if row["correlation_id"]:
             message[CORRELATION_HEADER] = row["correlation_id"]
         await aiosmtplib.send(
@@ -191,6 +234,7 @@ def create_app(config: NotifierConfig | None = None) -> FastAPI:
     profile_events = runtime.consume(runtime.topics.profile_events)
     profile_events.register(UserCreated, notifier.on_user_changed)
     profile_events.register(UserUpdated, notifier.on_user_changed)
+    profile_events.register(PasswordChanged, notifier.on_password_changed)
     tokens_events = runtime.consume(runtime.topics.tokens_events)
     tokens_events.register(TokenExpiring, notifier.on_token_expiring)
     tokens_events.register(TokenExpired, notifier.on_token_expired)

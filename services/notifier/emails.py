@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 EXPIRING = "token-expiring"
 EXPIRED = "token-expired"
+PASSWORD_CHANGED = "password-changed"
 
 
 def local_time(instant: datetime, time_zone: str) -> str:
@@ -18,6 +19,30 @@ def local_time(instant: datetime, time_zone: str) -> str:
         zone, time_zone = ZoneInfo("UTC"), "UTC"
     local = instant.astimezone(zone)
     return f"{local:%A %d %B %Y, %H:%M} {local.tzname()} ({time_zone})"
+
+
+def compose_password_changed(
+    *,
+    sender: str,
+    recipient: str,
+    display_name: str,
+    time_zone: str,
+    changed_at: datetime,
+    message_id: str,
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Message-ID"] = message_id
+    message["Subject"] = "Your password was changed"
+    when = local_time(changed_at, time_zone)
+    message.set_content(
+        f"Hello {display_name},\n\n"
+        f"the password of your account was changed on {when}.\n"
+        "Your other sign-in sessions were ended. If you did not change it, "
+        "contact an administrator at once.\n"
+    )
+    return message
 
 
 def compose(

@@ -16,7 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Response, status
 from faststream import FastStream
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, StrictBool
+from pydantic import Field, SecretStr
 
 from services.common.auth import (
     CHALLENGE,
@@ -30,15 +30,28 @@ from services.common.db import Connection
 from services.common.errors import invalid_field, not_found
 from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
-from services.common.text import check_printable
-from services.contracts import Role, UserCreated, UserUpdated
-from services.profile.fields import (
-    DisplayName,
-    Email,
-    Password,
-    TimeZone,
-    Username,
+from services.contracts import (
+    PasswordChanged,
+    UserCreated,
+    UserDeactivated,
+    UserUpdated,
 )
+from services.profile import attributes, pictures, signatures
+from services.profile.access import require_self_or_admin
+from services.profile.attributes import AttributeStore
+from services.profile.models import (
+    CurrentSession,
+    MyProfileChange,
+    ProfileOut,
+    SessionOut,
+    SignIn,
+    UserChange,
+    UserCreate,
+    UserOut,
+)
+from services.profile.passwords import PasswordChange, check_policy
+from services.profile.pictures import PictureStore
+from services.profile.signatures import SignatureStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -52,58 +65,6 @@ class ProfileConfig(ServiceConfig):
     admin_email: str = "admin@example.org"
     admin_password: SecretStr = SecretStr("admin-dev-only-password")
     session_hours: int = Field(default=12, ge=1, le=720)
-
-
-class UserOut(BaseModel):
-    id: uuid.UUID
-    username: str
-    display_name: str
-    email: str
-    time_zone: str
-    role: Role
-    active: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-class UserCreate(BaseModel):
-    username: Username
-    display_name: DisplayName
-    email: Email
-    password: Password
-    role: Role = "user"
-    time_zone: TimeZone = "UTC"
-
-
-class UserChange(BaseModel):
-    display_name: DisplayName | None = None
-    email: Email | None = None
-    role: Role | None = None
-    active: StrictBool | None = None
-    time_zone: TimeZone | None = None
-
-
-class MyProfileChange(BaseModel):
-    display_name: DisplayName | None = None
-    time_zone: TimeZone | None = None
-
-
-class SignIn(BaseModel):
-    username: Annotated[str, Field(max_length=64), AfterValidator(check_printable)]
-    password: str = Field(max_length=1024)
-
-
-class SessionOut(BaseModel):
-    token: str = Field(description="The session token; send it as a Bearer token.")
-    user_id: uuid.UUID
-    expires_at: datetime
-
-
-class CurrentSession(BaseModel):
-    user_id: uuid.UUID
-    username: str
-    role: Role
-    expires_at: datetime
 
 
 def _user_out(row: Any) -> UserOut:
@@ -122,6 +83,9 @@ class ProfileService:
         # Verified when a username is unknown, so that sign-in takes as long
         # for unknown names as for wrong passwords.
         self._decoy_hash = self.hasher.hash(secrets.token_hex(16))
+        self.attributes = AttributeStore(runtime)
+        self.pictures = PictureStore(runtime)
+        self.signatures = SignatureStore(runtime)
 
     async def hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
@@ -201,6 +165,17 @@ class ProfileService:
             raise not_found("user")
         return _user_out(row)
 
+    async def profile(self, user_id: uuid.UUID) -> ProfileOut:
+        """Collect the user's profile details and contact attributes."""
+        user = await self.get_user(user_id)
+        values = await self.attributes.values_of(user_id)
+        return ProfileOut(
+            **user.model_dump(),
+            has_picture=await self.pictures.has_picture(user_id),
+            has_signature=await self.signatures.has_signature(user_id),
+            attributes=values,
+        )
+
     async def list_users(self) -> list[UserOut]:
         rows = await self.runtime.pool.fetch("SELECT * FROM users ORDER BY username")
         return [_user_out(row) for row in rows]
@@ -234,7 +209,58 @@ class ProfileService:
                     now,
                 )
             await self._publish_user(conn, row, created=False, at=now)
+            if changed.get("active") is False:
+                deactivated = UserDeactivated(user_id=user_id, deactivated_at=now)
+                topic = self.runtime.topics.profile_events
+                await add_event(conn, self.runtime.schema, topic, deactivated, now)
         return _user_out(row)
+
+    async def change_password(
+        self, user_id: uuid.UUID, change: PasswordChange, session_token: str
+    ) -> None:
+        """Replace the caller's password and end their other sessions.
+
+        The session that made the request stays signed in.
+        """
+        row = await self.runtime.pool.fetchrow(
+            "SELECT username, email, password_hash FROM users WHERE id = $1", user_id
+        )
+        if row is None:
+            raise not_found("user")
+        if not await self.verify_password(
+            row["password_hash"], change.current_password
+        ):
+            raise invalid_field(
+                ("body", "current_password"),
+                "the current password is wrong",
+                "value_error.wrong_password",
+            )
+        check_policy("new_password", change.new_password, row["username"], row["email"])
+        if change.new_password == change.current_password:
+            raise invalid_field(
+                ("body", "new_password"),
+                "must differ from the current password",
+                "value_error.unchanged",
+            )
+        new_hash = await self.hash_password(change.new_password)
+        now = datetime.now(UTC)
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
+                user_id,
+                new_hash,
+                now,
+            )
+            await conn.execute(
+                "UPDATE sessions SET ended_at = $3 WHERE user_id = $1"
+                " AND token_digest <> $2 AND ended_at IS NULL",
+                user_id,
+                _digest(session_token),
+                now,
+            )
+            event = PasswordChanged(user_id=user_id, changed_at=now)
+            topic = self.runtime.topics.profile_events
+            await add_event(conn, self.runtime.schema, topic, event, now)
 
     async def sign_in(self, username: str, password: str) -> SessionOut:
         row = await self.runtime.pool.fetchrow(
@@ -319,9 +345,9 @@ def build_router(service: ProfileService) -> APIRouter:
         await service.end_session(bearer_credential(authorization))
 
     @router.get("/me", tags=["me"])
-    async def my_profile(caller: Caller) -> UserOut:
-        """Show the caller's profile."""
-        return await service.get_user(caller.user_id)
+    async def my_profile(caller: Caller) -> ProfileOut:
+        """Show the caller's profile with their contact attributes."""
+        return await service.profile(caller.user_id)
 
     @router.patch("/me", tags=["me"])
     async def change_my_profile(change: MyProfileChange, caller: Caller) -> UserOut:
@@ -329,10 +355,21 @@ def build_router(service: ProfileService) -> APIRouter:
         changes = change.model_dump(exclude_none=True)
         return await service.change_user(caller.user_id, changes)
 
+    @router.post("/me/password", status_code=204, tags=["me"])
+    async def change_my_password(
+        change: PasswordChange,
+        caller: SessionCaller,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> None:
+        """Change the caller's password and sign out their other sessions."""
+        session_token = bearer_credential(authorization)
+        await service.change_password(caller.user_id, change, session_token)
+
     @router.post("/users", status_code=201, tags=["users"])
     async def create_user(new: UserCreate, caller: SessionCaller) -> UserOut:
         """Create a user (administrators only)."""
         require_admin(caller)
+        check_policy("password", new.password, new.username, new.email)
         return await service.create_user(new)
 
     @router.get("/users", tags=["users"])
@@ -342,10 +379,13 @@ def build_router(service: ProfileService) -> APIRouter:
         return await service.list_users()
 
     @router.get("/users/{user_id}", tags=["users"])
-    async def get_user(user_id: uuid.UUID, caller: Caller) -> UserOut:
-        """Show a user (administrators only)."""
-        require_admin(caller)
-        return await service.get_user(user_id)
+    async def get_user(user_id: uuid.UUID, caller: Caller) -> ProfileOut:
+        """Show a user to an administrator, or to the user themself.
+
+        Other users get 404, so that they cannot tell which ids exist.
+        """
+        require_self_or_admin(caller, user_id)
+        return await service.profile(user_id)
 
     @router.patch("/users/{user_id}", tags=["users"])
     async def change_user(
@@ -353,6 +393,8 @@ def build_router(service: ProfileService) -> APIRouter:
     ) -> UserOut:
         """Change a user's name, email, role, time zone or active state
         (administrators only)."""
+        if not caller.is_admin and user_id != caller.user_id:
+            raise not_found("user")
         require_admin(caller)
         changes = change.model_dump(exclude_none=True)
         if user_id == caller.user_id and (
@@ -380,6 +422,9 @@ def create_app(config: ProfileConfig | None = None) -> FastAPI:
     runtime.on_startup(service.ensure_first_admin)
     app = runtime.create_app("profile")
     app.include_router(build_router(service))
+    app.include_router(attributes.build_router(service.attributes))
+    app.include_router(pictures.build_router(service.pictures))
+    app.include_router(signatures.build_router(service.signatures))
     return app
 
 

@@ -17,6 +17,7 @@ from services.contracts import (
     TokenExpiring,
     TokenRevoked,
     UserCreated,
+    UserDeactivated,
     UserUpdated,
 )
 from services.tokens.api import build_dev_router, build_router
@@ -71,6 +72,7 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
     profile_events = runtime.consume(runtime.topics.profile_events)
     profile_events.register(UserCreated, service.on_user_changed)
     profile_events.register(UserUpdated, service.on_user_changed)
+    profile_events.register(UserDeactivated, service.on_user_deactivated)
 
     app = runtime.create_app("tokens")
     app.include_router(build_router(service))

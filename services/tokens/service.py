@@ -21,6 +21,7 @@ from services.contracts import (
     TokenExpiring,
     TokenRevoked,
     UserCreated,
+    UserDeactivated,
     UserUpdated,
 )
 from services.tokens import secret
@@ -123,6 +124,15 @@ class TokenService:
             event.username,
             event.role,
             event.active,
+        )
+
+    async def on_user_deactivated(
+        self, conn: Connection, event: UserDeactivated, _: Envelope
+    ) -> None:
+        # The UserUpdated published with it carries the same change; applying
+        # both is harmless, and either one alone stops the user's tokens.
+        await conn.execute(
+            "UPDATE users SET active = false WHERE user_id = $1", event.user_id
         )
 
     async def user_known(self, user_id: uuid.UUID) -> bool:

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra import mailbox
 from services.common.cloudevents import encode_headers, encode_value
-from services.contracts import Event, TokenExpired, UserCreated
+from services.contracts import Event, PasswordChanged, TokenExpired, UserCreated
 from tests.conftest import RunContext, make_person
 
 
@@ -127,6 +127,34 @@ def test_redelivered_expiry_event_sends_one_email(run: RunContext, admin: str) -
     ]
     assert len(received) == 1
     assert "replayed" in (received[0]["subject"] or "")
+
+
+def test_redelivered_password_event_sends_one_email(
+    run: RunContext, admin: str
+) -> None:
+    person = make_person(run, admin)
+    event = PasswordChanged(user_id=uuid.UUID(person.id), changed_at=datetime.now(UTC))
+    same_id = uuid.uuid4()
+    records = [_record(event, same_id, "profile"), _record(event, same_id, "profile")]
+
+    asyncio.run(
+        _produce(
+            run.infra.kafka_bootstrap, f"{run.topic_prefix}profile.events", records
+        )
+    )
+    mailbox.wait_for_messages(
+        lambda m: person.user["email"] in m["rcpt_tos"], timeout=30
+    )
+    time.sleep(2)  # let any duplicate that would arrive arrive
+
+    received = [
+        m for m in mailbox.read_messages() if person.user["email"] in m["rcpt_tos"]
+    ]
+    assert len(received) == 1
+    assert received[0]["subject"] == "Your password was changed"
+    assert received[0]["message_id"] == (
+        f"<password-changed.{same_id}@notifier.pat.invalid>"
+    )
 
 
 def test_email_waits_for_unknown_user(run: RunContext, admin: str) -> None:

@@ -106,14 +106,18 @@ def test_public_contract_surface() -> None:
         "EVENT_TYPES",
         "SPEC_VERSION",
         "Event",
+        "PasswordChanged",
         "Role",
         "SettingChanged",
+        "SignatureCleared",
+        "SignatureSet",
         "TokenCreated",
         "TokenExpired",
         "TokenExpiring",
         "TokenRevoked",
         "Topics",
         "UserCreated",
+        "UserDeactivated",
         "UserUpdated",
     }
     for name in contracts.__all__:
