@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
@@ -36,6 +37,7 @@ Handler = Callable[[Connection, Any, Envelope], Awaitable[None]]
 MAX_ATTEMPTS = 3
 RETRY_BASE_SECONDS = 0.2
 OUTAGE_PAUSE_SECONDS = 2.0
+TRUNCATED_BYTES = 64 * 1024
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -83,8 +85,14 @@ class EventDispatcher:
             await self._dead_letter(record, headers, f"invalid event: {error}")
             return
 
+        if envelope.event is None:
+            # A type no version of the contracts defines, perhaps from a newer
+            # producer: kept as a dead letter, to replay after an upgrade.
+            reason = f"unknown event type {envelope.type!r}"
+            await self._dead_letter(record, headers, reason, envelope.type)
+            return
         handler = self._handlers.get(envelope.type)
-        if handler is None or envelope.event is None:
+        if handler is None:
             self._count(envelope.type, "skipped")
             log.debug("skipped event type %s id=%s", envelope.type, envelope.id)
             return
@@ -155,12 +163,21 @@ class EventDispatcher:
                 "dlt_offset": str(record.offset),
             }
         )
-        await self._broker.publish(
-            record.value or b"",
-            self._dead_letter_topic,
-            key=record.key,
-            headers=dead_headers,
-        )
+        value = record.value or b""
+        try:
+            await self._broker.publish(
+                value, self._dead_letter_topic, key=record.key, headers=dead_headers
+            )
+        except MessageSizeTooLargeError:
+            # The original record fitted the topic it came from but not with
+            # our headers added; keep its start and say how long it was.
+            dead_headers["dlt_truncated_from"] = str(len(value))
+            await self._broker.publish(
+                value[:TRUNCATED_BYTES],
+                self._dead_letter_topic,
+                key=record.key,
+                headers=dead_headers,
+            )
         self._count(event_type, "dead_lettered")
         DEAD_LETTERS.labels(self._service).inc()
         log.error(

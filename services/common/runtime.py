@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -112,6 +113,10 @@ class Runtime:
             # The offset is committed after the handler returns, and an
             # exception rewinds to the record: see services.common.consumer.
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            # The dispatcher parses the value itself; FastStream's own JSON
+            # decoding would raise on a poison record before any handler ran,
+            # and NACK_ON_ERROR would then redeliver it forever.
+            decoder=_raw_value,
             title=f"{self.name}: {topic_name}",
             description=f"The {self.name} service applies events from {topic}.",
         )
@@ -299,6 +304,10 @@ class Runtime:
             access_log=False,
             timeout_graceful_shutdown=int(SHUTDOWN_SECONDS),
         )
+
+
+async def _raw_value(message: StreamMessage[Any]) -> bytes:
+    return message.body
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:
