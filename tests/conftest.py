@@ -28,6 +28,15 @@ from services.provision import drop, provision
 
 ADMIN_PASSWORD = "admin-dev-only-password"
 
+# Every password the tests give the services; the last test of the run
+# checks that none of them reached a log, a topic or a table.
+USED_PASSWORDS: list[str] = [ADMIN_PASSWORD]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests marked ``after_all`` last, after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[InfraConfig]:
@@ -206,6 +215,7 @@ def make_person(
 ) -> Person:
     name = f"{role[:4]}{uuid.uuid4().hex[:8]}"
     password = f"pw-{uuid.uuid4().hex}"
+    USED_PASSWORDS.append(password)
     user = run.api.create_user(
         admin,
         username=name,
