@@ -28,6 +28,9 @@ from services.provision import drop, provision
 
 ADMIN_PASSWORD = "admin-dev-only-password"
 
+SIGN_IN_WINDOW_SECONDS = 8
+SIGN_IN_MAX_PER_ADDRESS = 12
+
 # Every password the tests give the services; the last test of the run
 # checks that none of them reached a log, a topic or a table.
 USED_PASSWORDS: list[str] = [ADMIN_PASSWORD]
@@ -168,6 +171,9 @@ def run(
             "PAT_SEND_POLL_SECONDS": "0.2",
             "PAT_OUTBOX_POLL_SECONDS": "0.5",
             "PAT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            # Short sign-in limits, so the throttle tests wait seconds.
+            "PAT_SIGN_IN_WINDOW_SECONDS": str(SIGN_IN_WINDOW_SECONDS),
+            "PAT_SIGN_IN_MAX_FAILURES_PER_ADDRESS": str(SIGN_IN_MAX_PER_ADDRESS),
         },
     )
     topics = [

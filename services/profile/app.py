@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Response, status
+from fastapi import (
+    APIRouter,
+    FastAPI,
+    Header,
+    HTTPException,
+    Request,
+    Response,
+    status,
+)
 from faststream import FastStream
 from pydantic import Field, SecretStr
 
@@ -52,6 +60,7 @@ from services.profile.models import (
 from services.profile.passwords import PasswordChange, check_policy
 from services.profile.pictures import PictureStore
 from services.profile.signatures import SignatureStore
+from services.profile.throttle import SignInThrottle
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -65,6 +74,9 @@ class ProfileConfig(ServiceConfig):
     admin_email: str = "admin@example.org"
     admin_password: SecretStr = SecretStr("admin-dev-only-password")
     session_hours: int = Field(default=12, ge=1, le=720)
+    sign_in_max_failures_per_username: int = Field(default=5, ge=1)
+    sign_in_max_failures_per_address: int = Field(default=50, ge=1)
+    sign_in_window_seconds: int = Field(default=900, ge=1)
 
 
 def _user_out(row: Any) -> UserOut:
@@ -262,7 +274,18 @@ class ProfileService:
             topic = self.runtime.topics.profile_events
             await add_event(conn, self.runtime.schema, topic, event, now)
 
-    async def sign_in(self, username: str, password: str) -> SessionOut:
+    def throttle(self) -> SignInThrottle:
+        return SignInThrottle(
+            self.runtime.pool,
+            self.config.sign_in_max_failures_per_username,
+            self.config.sign_in_max_failures_per_address,
+            timedelta(seconds=self.config.sign_in_window_seconds),
+        )
+
+    async def sign_in(self, username: str, password: str, address: str) -> SessionOut:
+        throttle = self.throttle()
+        attempted_at = datetime.now(UTC)
+        await throttle.check(username.strip(), address, attempted_at)
         row = await self.runtime.pool.fetchrow(
             "SELECT id, password_hash, active FROM users"
             " WHERE lower(username) = lower($1)",
@@ -271,11 +294,13 @@ class ProfileService:
         stored_hash = row["password_hash"] if row else self._decoy_hash
         verified = await self.verify_password(stored_hash, password)
         if row is None or not verified or not row["active"]:
+            await throttle.record_failure(username.strip(), address, attempted_at)
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "invalid username or password",
                 headers=CHALLENGE,
             )
+        await throttle.record_success(username.strip())
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         expires_at = now + timedelta(hours=self.config.session_hours)
@@ -323,10 +348,20 @@ def build_router(service: ProfileService) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.post("/sessions", status_code=201, tags=["sessions"])
-    async def sign_in(credentials: SignIn, response: Response) -> SessionOut:
-        """Sign in with username and password; returns a session token."""
+    async def sign_in(
+        credentials: SignIn, request: Request, response: Response
+    ) -> SessionOut:
+        """Sign in with username and password; returns a session token.
+
+        Failed attempts are limited per username and per client address;
+        past a limit the answer is 429 with Retry-After."""
         response.headers["Cache-Control"] = "no-store"
-        return await service.sign_in(credentials.username, credentials.password)
+        # NOTE: behind a proxy this is the proxy's address; per-address limits
+        # then apply to everyone behind it.
+        address = request.client.host if request.client else "unknown"
+        return await service.sign_in(
+            credentials.username, credentials.password, address
+        )
 
     @router.get("/sessions/current", tags=["sessions"])
     async def current_session(
