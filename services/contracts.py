@@ -25,6 +25,7 @@ __all__ = [
     "TokenRevoked",
     "Topics",
     "UserCreated",
+    "UserDeactivated",
     "UserUpdated",
 ]
 
@@ -104,6 +105,23 @@ class UserUpdated(_UserSnapshot):
     ce_type: ClassVar[str] = "org.pat.profile.user.updated.v1"
 
 
+class UserDeactivated(Event):
+    """A user was deactivated: sessions and tokens stop working at once.
+
+    Profile also publishes the ``UserUpdated`` with ``active`` false, after
+    this event, so the compacted topic keeps the full snapshot as the last
+    record of the user.
+    """
+
+    ce_type: ClassVar[str] = "org.pat.profile.user.deactivated.v1"
+    source_service: ClassVar[str] = "profile"
+
+    user_id: uuid.UUID
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
 class _TokenEvent(Event):
     source_service: ClassVar[str] = "tokens"
 
@@ -151,6 +169,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SettingChanged,
         UserCreated,
         UserUpdated,
+        UserDeactivated,
         TokenCreated,
         TokenRevoked,
         TokenExpiring,

@@ -33,6 +33,20 @@ class Stack:
     urls: dict[str, str]
     logs: dict[str, Path]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def start_replica(self, name: str, replica: str, port: int) -> str:
+        """Start one more process of service ``name`` on ``port``; return its URL.
+
+        The replica shares the database, topics and configuration of the first
+        process, and is stopped with the stack.
+        """
+        url = f"http://127.0.0.1:{port}"
+        env = {**self.environments[name], "PAT_HTTP_PORT": str(port)}
+        self.logs[replica] = self.logs[name].with_name(f"{replica}.log")
+        self.processes[replica] = _launch(name, env, self.logs[replica])
+        _wait_ready(replica, url, self)
+        return url
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -78,20 +92,25 @@ def start_stack(
                 "PAT_DATABASE_URL": dsns[name],
                 "PAT_HTTP_PORT": str(ports[name]),
             }
-            with stack.logs[name].open("ab") as log_file:
-                stack.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}"],
-                    env=env,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            stack.environments[name] = env
+            stack.processes[name] = _launch(name, env, stack.logs[name])
         for name in SERVICES:
             _wait_ready(name, urls[name], stack)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def _launch(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _wait_ready(name: str, url: str, stack: Stack) -> None:

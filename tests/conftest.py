@@ -27,6 +27,8 @@ from services.launcher import SERVICES, Stack, free_port, start_stack
 from services.provision import drop, provision
 
 ADMIN_PASSWORD = "admin-dev-only-password"
+INTROSPECTION_CLIENT = "test-gateway"
+INTROSPECTION_SECRET = "introspection-dev-only-secret"
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +143,12 @@ def run(
             "PAT_SEND_POLL_SECONDS": "0.2",
             "PAT_OUTBOX_POLL_SECONDS": "0.5",
             "PAT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            # Long enough that a test passes only if events remove entries.
+            "PAT_VALIDATION_CACHE_SECONDS": "300",
+            "PAT_NEGATIVE_CACHE_SECONDS": "300",
+            "PAT_INTROSPECTION_CLIENTS": json.dumps(
+                {INTROSPECTION_CLIENT: INTROSPECTION_SECRET}
+            ),
         },
     )
     events = EventLog()

@@ -30,7 +30,7 @@ from services.common.errors import invalid_field, not_found
 from services.common.outbox import add_event
 from services.common.runtime import Caller, Runtime, SessionCaller, require_admin
 from services.common.text import check_printable
-from services.contracts import Role, UserCreated, UserUpdated
+from services.contracts import Role, UserCreated, UserDeactivated, UserUpdated
 from services.profile.fields import (
     DisplayName,
     Email,
@@ -232,6 +232,11 @@ class ProfileService:
                     user_id,
                     now,
                 )
+                # Written before the UserUpdated, so that compaction of the
+                # topic keeps the full snapshot as the user's last record.
+                topic = self.runtime.topics.profile_events
+                deactivated = UserDeactivated(user_id=user_id)
+                await add_event(conn, self.runtime.schema, topic, deactivated, now)
             await self._publish_user(conn, row, created=False, at=now)
         return _user_out(row)
 

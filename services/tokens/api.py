@@ -7,19 +7,15 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 from pydantic.types import StrictInt
 
-from services.common.auth import (
-    AuthenticationError,
-    Identity,
-    bearer_credential,
-)
+from services.common.auth import Identity
 from services.common.errors import invalid_field, not_found
 from services.common.runtime import Caller, SessionCaller, require_admin
 from services.common.text import check_printable
-from services.tokens.service import Outcome, TokenService
+from services.tokens.service import TokenConflict, TokenService
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +46,18 @@ class TokenOut(BaseModel):
     created_at: datetime
     expires_at: datetime
     last_used_at: datetime | None
+    last_used_address: str | None = Field(
+        description="The client address of the last use, as the gateway saw it."
+    )
     state: Literal["active", "expired"]
+
+
+class AdminTokenOut(TokenOut):
+    last_refused_at: datetime | None
+    last_refusal_reason: str | None = Field(
+        description="Why the token was last refused: deleted, expired, switched "
+        "off, owner inactive or owner is a collaborator."
+    )
 
 
 class NewToken(TokenOut):
@@ -60,14 +67,6 @@ class NewToken(TokenOut):
 class FeatureOut(BaseModel):
     enabled: bool
     max_expire_days: int
-
-
-class ValidationOut(BaseModel):
-    token_id: uuid.UUID
-    user_id: uuid.UUID
-    username: str
-    role: str
-    expires_at: datetime
 
 
 class ClockAdvance(BaseModel):
@@ -84,6 +83,13 @@ class ScanOut(BaseModel):
     expired: int
 
 
+class CacheOut(BaseModel):
+    enabled: bool
+    entries: int
+    hits: int
+    misses: int
+
+
 FEATURE_OFF = (
     "personal access tokens are switched off; an administrator can switch "
     "them on with the setting pat_enabled"
@@ -93,11 +99,20 @@ FEATURE_OFF = (
 def build_router(service: TokenService) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
+    def token_fields(row: dict[str, Any]) -> dict[str, Any]:
+        state = "active" if service.clock.now() < row["expires_at"] else "expired"
+        address = row["last_used_address"]
+        return {
+            **row,
+            "state": state,
+            "last_used_address": None if address is None else str(address),
+        }
+
     def token_out(row: dict[str, Any]) -> TokenOut:
-        state: Literal["active", "expired"] = (
-            "active" if service.clock.now() < row["expires_at"] else "expired"
-        )
-        return TokenOut(**{**row, "state": state})
+        return TokenOut(**token_fields(row))
+
+    def admin_token_out(row: dict[str, Any]) -> AdminTokenOut:
+        return AdminTokenOut(**token_fields(row))
 
     async def require_feature() -> None:
         if not (await service.feature()).enabled:
@@ -138,7 +153,12 @@ def build_router(service: TokenService) -> APIRouter:
                 "maximum",
                 "less_than_equal",
             )
-        row, value = await service.create(caller.user_id, new.name, new.expire_in_days)
+        try:
+            row, value = await service.create(
+                caller.user_id, new.name, new.expire_in_days
+            )
+        except TokenConflict as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
         response.headers["Cache-Control"] = "no-store"
         return NewToken(**token_out(row).model_dump(), token=value)
 
@@ -167,12 +187,14 @@ def build_router(service: TokenService) -> APIRouter:
             raise not_found("token")
 
     @router.get("/users/{user_id}/tokens", tags=["administration"])
-    async def list_user_tokens(user_id: uuid.UUID, caller: Caller) -> list[TokenOut]:
-        """List any user's tokens (administrators only)."""
+    async def list_user_tokens(
+        user_id: uuid.UUID, caller: Caller
+    ) -> list[AdminTokenOut]:
+        """List any user's tokens, with why each was last refused (administrators)."""
         require_admin(caller)
         if not await service.user_known(user_id):
             raise not_found("user")
-        return [token_out(row) for row in await service.list_for(user_id)]
+        return [admin_token_out(row) for row in await service.list_for(user_id)]
 
     @router.delete(
         "/users/{user_id}/tokens/{token_id}", status_code=204, tags=["administration"]
@@ -187,55 +209,6 @@ def build_router(service: TokenService) -> APIRouter:
             raise not_found("token")
         if not await service.revoke(token_id, caller.user_id):
             raise not_found("token")
-
-    @router.get(
-        "/auth/validate",
-        tags=["gateway"],
-        responses={401: {"description": "Invalid"}, 403: {"description": "Refused"}},
-    )
-    async def validate(
-        response: Response, authorization: Annotated[str | None, Header()] = None
-    ) -> ValidationOut:
-        """Tell a gateway whether the Bearer token is valid and whose it is.
-
-        401: missing, malformed, unknown, expired or deleted. 403: tokens are
-        switched off, or the owner may no longer use them."""
-        try:
-            credential = bearer_credential(authorization)
-        except AuthenticationError:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "invalid token",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            ) from None
-        result = await service.validate(credential)
-        if result.outcome is not Outcome.VALID:
-            log.info(
-                "token rejected: %s",
-                result.reason,
-                extra={"token_id": str(result.token_id) if result.token_id else None},
-            )
-        if result.outcome is Outcome.INVALID:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "invalid token",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-        if result.outcome is Outcome.FORBIDDEN:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "token not allowed")
-        assert result.token_id and result.user_id and result.username and result.role
-        assert result.expires_at is not None
-        response.headers["X-Auth-User-Id"] = str(result.user_id)
-        response.headers["X-Auth-Username"] = result.username
-        response.headers["X-Auth-Role"] = result.role
-        response.headers["X-Auth-Token-Id"] = str(result.token_id)
-        return ValidationOut(
-            token_id=result.token_id,
-            user_id=result.user_id,
-            username=result.username,
-            role=result.role,
-            expires_at=result.expires_at,
-        )
 
     return router
 
@@ -257,6 +230,17 @@ def build_dev_router(service: TokenService) -> APIRouter:
         service.clock.advance(timedelta(seconds=advance.seconds))
         await service.scan()
         return await read_clock()
+
+    @router.get("/validation-cache")
+    async def read_validation_cache() -> CacheOut:
+        """Report this process's validation cache counters."""
+        cache = service.cache
+        return CacheOut(
+            enabled=cache.enabled,
+            entries=len(cache),
+            hits=cache.hits,
+            misses=cache.misses,
+        )
 
     @router.post("/expiry-scan")
     async def run_expiry_scan() -> ScanOut:

@@ -7,13 +7,20 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.common.auth import AuthenticationError, Identity
+from services.common.auth import AuthenticationError, Identity, ServiceUnavailable
 from services.common.runtime import Runtime
-from services.contracts import SettingChanged, UserCreated, UserUpdated
+from services.contracts import (
+    SettingChanged,
+    UserCreated,
+    UserDeactivated,
+    UserUpdated,
+)
 from services.tokens.api import build_dev_router, build_router
 from services.tokens.clock import Clock
 from services.tokens.config import TokensConfig
-from services.tokens.service import Outcome, TokenService
+from services.tokens.gateway import build_gateway_router
+from services.tokens.invalidation import InvalidationListener
+from services.tokens.service import Outcome, TokenService, ValidationUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -24,7 +31,10 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
     service = TokenService(runtime, config, Clock(adjustable=config.development))
 
     async def validate_pat(token: str) -> Identity:
-        result = await service.validate(token)
+        try:
+            result = await service.validate(token)
+        except ValidationUnavailable as error:
+            raise ServiceUnavailable("the token database is unreachable") from error
         if result.outcome is not Outcome.VALID:
             raise AuthenticationError("the token is not valid")
         assert result.user_id and result.username and result.role
@@ -41,17 +51,30 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
             await service.scan()
             await asyncio.sleep(config.scan_interval_seconds)
 
+    topics = runtime.topics
+    invalidation = InvalidationListener(
+        config.kafka_bootstrap,
+        [topics.tokens_events, topics.profile_events, topics.settings_values],
+        service.cache,
+        lambda: runtime.pool,
+    )
+
     runtime.pat_validator = validate_pat
     runtime.add_worker(scan_periodically)
+    runtime.add_worker(service.usage.run)
+    if config.validation_cache_seconds > 0:
+        runtime.add_worker(invalidation.run)
     runtime.consume(runtime.topics.settings_values).register(
         SettingChanged, service.on_setting_changed
     )
     profile_events = runtime.consume(runtime.topics.profile_events)
     profile_events.register(UserCreated, service.on_user_changed)
     profile_events.register(UserUpdated, service.on_user_changed)
+    profile_events.register(UserDeactivated, service.on_user_deactivated)
 
     app = runtime.create_app("tokens")
     app.include_router(build_router(service))
+    app.include_router(build_gateway_router(service, config.introspection_clients))
     if config.development:
         app.include_router(build_dev_router(service))
     return app

@@ -230,6 +230,7 @@ def test_listing_never_shows_value(run: RunContext, person: Person) -> None:
         "created_at",
         "expires_at",
         "last_used_at",
+        "last_used_address",
         "state",
     }
     assert entry["state"] == "active"

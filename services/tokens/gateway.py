@@ -1,0 +1,255 @@
+"""Endpoints that gateways call to validate a token on every request.
+
+Forward auth (nginx ``auth_request``, Traefik ForwardAuth, Envoy ``ext_authz``
+over HTTP) answers only 200, 401 or 403, because nginx turns any other status
+of the subrequest into a 500 for the client. Introspection follows RFC 7662.
+The reason for a refusal goes to the log and to the token's row, never to the
+caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, SecretStr
+
+from services.common.auth import AuthenticationError, bearer_credential
+from services.tokens.service import (
+    Outcome,
+    TokenService,
+    Validation,
+    ValidationUnavailable,
+)
+from services.tokens.usage import parse_address
+
+log = logging.getLogger(__name__)
+
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+# A database outage is answered with 401 as well (see
+# docs/decisions/forward-auth-statuses.md), but without invalid_token, so that
+# clients do not throw the token away.
+UNAVAILABLE = {
+    "WWW-Authenticate": 'Bearer error="temporarily_unavailable", '
+    'error_description="the token could not be checked; retry shortly"',
+    "Retry-After": "1",
+}
+NO_STORE = {"Cache-Control": "no-store"}
+FORWARD_METHODS = ["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+MAX_FORM_BYTES = 4096
+
+
+class ValidationOut(BaseModel):
+    token_id: uuid.UUID
+    user_id: uuid.UUID
+    username: str
+    role: str
+    expires_at: datetime
+
+
+def client_address(request: Request) -> str | None:
+    """Return the address of the gateway's client.
+
+    The rightmost ``X-Forwarded-For`` entry is the one the gateway itself
+    appended, then ``X-Real-IP``, then the connection's peer. Only gateways
+    should reach this service, so the headers are theirs.
+    """
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded:
+        address = parse_address(forwarded.split(",")[-1])
+        if address:
+            return address
+    address = parse_address(request.headers.get("x-real-ip"))
+    if address:
+        return address
+    return parse_address(request.client.host) if request.client else None
+
+
+def _log_refusal(result: Validation, address: str | None) -> None:
+    log.info(
+        "token refused: %s token_id=%s client=%s",
+        result.reason,
+        result.token_id,
+        address,
+    )
+
+
+def build_gateway_router(
+    service: TokenService, clients: dict[str, SecretStr]
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/auth", tags=["gateway"])
+    refusals: dict[int | str, dict[str, Any]] = {
+        401: {"description": "Missing, malformed, unknown, expired or deleted"},
+        403: {"description": "Tokens are switched off, or the owner may not use them"},
+    }
+
+    async def forward_auth(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """Validate the Bearer token of a request that a gateway holds back.
+
+        200 with ``X-Auth-User-Id``, ``X-Auth-Username``, ``X-Auth-Role`` and
+        ``X-Auth-Token-Id``; 401 for a missing, malformed, unknown, expired or
+        deleted token; 403 while tokens are switched off or when the owner may
+        not use them. Nothing else, whatever fails."""
+        address = client_address(request)
+        try:
+            credential = bearer_credential(authorization)
+        except AuthenticationError:
+            return _refusal(401, "invalid token", INVALID_TOKEN)
+        try:
+            result = await service.validate(credential, address)
+        except ValidationUnavailable as error:
+            log.error("forward auth could not check a token: %s", error)
+            return _refusal(401, "token validation is unavailable", UNAVAILABLE)
+        except Exception:
+            # Any status but 200, 401 and 403 becomes a 500 in nginx.
+            log.exception("forward auth failed")
+            return _refusal(401, "token validation is unavailable", UNAVAILABLE)
+        if result.outcome is Outcome.INVALID:
+            _log_refusal(result, address)
+            return _refusal(401, "invalid token", INVALID_TOKEN)
+        if result.outcome is Outcome.FORBIDDEN:
+            _log_refusal(result, address)
+            return _refusal(403, "token not allowed", {})
+        assert result.token_id and result.user_id and result.username and result.role
+        assert result.expires_at is not None
+        body = ValidationOut(
+            token_id=result.token_id,
+            user_id=result.user_id,
+            username=result.username,
+            role=result.role,
+            expires_at=result.expires_at,
+        )
+        headers = {
+            "X-Auth-User-Id": str(result.user_id),
+            "X-Auth-Username": result.username,
+            "X-Auth-Role": result.role,
+            "X-Auth-Token-Id": str(result.token_id),
+            **NO_STORE,
+        }
+        return JSONResponse(body.model_dump(mode="json"), 200, headers=headers)
+
+    # nginx and Traefik keep the client's method, and Envoy also appends the
+    # client's path, so every method and every path below /forward is served.
+    # The schema lists GET only, because one operation per path is enough.
+    for path in ("/validate", "/forward", "/forward/{path:path}"):
+        for methods, listed in ((["GET"], True), (FORWARD_METHODS, False)):
+            router.add_api_route(
+                path,
+                forward_auth,
+                methods=methods,
+                response_model=ValidationOut,
+                responses=refusals,
+                include_in_schema=listed and not path.endswith("{path:path}"),
+            )
+
+    @router.post(
+        "/introspect",
+        responses={
+            400: {"description": "The form has no token field"},
+            401: {"description": "The client credential is missing or wrong"},
+        },
+    )
+    async def introspect(request: Request) -> JSONResponse:
+        """RFC 7662 token introspection for gateways and resource servers.
+
+        The caller authenticates with HTTP Basic and a client credential from
+        the configuration, and posts a form with the field ``token``."""
+        if not _client_authenticated(request.headers.get("authorization"), clients):
+            return JSONResponse(
+                {"error": "invalid_client"},
+                401,
+                headers={"WWW-Authenticate": 'Basic realm="introspection"', **NO_STORE},
+            )
+        token = await _form_token(request)
+        if token is None:
+            return JSONResponse(
+                {
+                    "error": "invalid_request",
+                    "error_description": "the form field token is missing; send "
+                    "application/x-www-form-urlencoded with token=<value>",
+                },
+                400,
+                headers=NO_STORE,
+            )
+        try:
+            result = await service.validate(token)
+        except ValidationUnavailable as error:
+            log.error("introspection could not check a token: %s", error)
+            return JSONResponse(
+                {"error": "temporarily_unavailable"},
+                503,
+                headers={"Retry-After": "1", **NO_STORE},
+            )
+        if result.outcome is not Outcome.VALID:
+            _log_refusal(result, None)
+            return JSONResponse({"active": False}, 200, headers=NO_STORE)
+        assert result.expires_at is not None and result.created_at is not None
+        body = {
+            "active": True,
+            "sub": str(result.user_id),
+            "username": result.username,
+            "role": result.role,
+            "exp": int(result.expires_at.timestamp()),
+            "iat": int(result.created_at.timestamp()),
+            "token_type": "bearer",
+            "jti": str(result.token_id),
+            "token_id": str(result.token_id),
+        }
+        return JSONResponse(body, 200, headers=NO_STORE)
+
+    return router
+
+
+def _refusal(code: int, message: str, headers: dict[str, str]) -> JSONResponse:
+    return JSONResponse({"detail": message}, code, headers={**headers, **NO_STORE})
+
+
+def _client_authenticated(
+    authorization: str | None, clients: dict[str, SecretStr]
+) -> bool:
+    if not authorization or not clients:
+        return False
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    client_id, separator, client_secret = decoded.partition(":")
+    expected = clients.get(client_id)
+    if not separator or expected is None:
+        return False
+    return hmac.compare_digest(
+        client_secret.encode(), expected.get_secret_value().encode()
+    )
+
+
+async def _form_token(request: Request) -> str | None:
+    content_type = request.headers.get("content-type", "")
+    if (
+        content_type.split(";")[0].strip().lower()
+        != "application/x-www-form-urlencoded"
+    ):
+        return None
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return None
+    try:
+        fields = parse_qs(body.decode(), max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    values = fields.get("token")
+    if not values or not values[0]:
+        return None
+    return values[0]
