@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install infra-up infra-down infra-status demo test lint format clean
+.PHONY: install nginx infra-up infra-down infra-status demo test lint format clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(INSTALLED): requirements.lock pyproject.toml
 	touch $@
 
 install: $(INSTALLED)
+
+# The gateway tests run Debian's nginx in front of the API.
+nginx:
+	sh scripts/install-nginx.sh
 
 infra-up: install
 	$(PY) -m infra up
@@ -37,7 +41,7 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-test: lint
+test: lint nginx
 	$(PY) -m pytest
 
 clean: infra-down

@@ -35,18 +35,38 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def start_replica(self, name: str, replica: str, port: int) -> str:
+    def start_replica(
+        self,
+        name: str,
+        replica: str,
+        port: int,
+        extra_env: dict[str, str] | None = None,
+    ) -> str:
         """Start one more process of service ``name`` on ``port``; return its URL.
 
         The replica shares the database, topics and configuration of the first
-        process, and is stopped with the stack.
+        process, except for ``extra_env``, and is stopped with the stack.
         """
         url = f"http://127.0.0.1:{port}"
-        env = {**self.environments[name], "PAT_HTTP_PORT": str(port)}
+        env = {
+            **self.environments[name],
+            **(extra_env or {}),
+            "PAT_HTTP_PORT": str(port),
+        }
         self.logs[replica] = self.logs[name].with_name(f"{replica}.log")
         self.processes[replica] = _launch(name, env, self.logs[replica])
         _wait_ready(replica, url, self)
         return url
+
+    def stop_process(self, name: str) -> None:
+        """Stop one process of the stack, such as a replica."""
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def stop(self) -> None:
         for process in self.processes.values():

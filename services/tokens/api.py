@@ -53,9 +53,9 @@ class TokenOut(BaseModel):
 
 
 class AdminTokenOut(TokenOut):
-    last_refused_at: datetime | None
-    last_refusal_reason: str | None = Field(
-        description="Why the token was last refused: deleted, expired, switched "
+    last_rejected_at: datetime | None
+    last_rejection_reason: str | None = Field(
+        description="Why the token was last rejected: deleted, expired, switched "
         "off, owner inactive or owner is a collaborator."
     )
 
@@ -190,7 +190,7 @@ def build_router(service: TokenService) -> APIRouter:
     async def list_user_tokens(
         user_id: uuid.UUID, caller: Caller
     ) -> list[AdminTokenOut]:
-        """List any user's tokens, with why each was last refused (administrators)."""
+        """List any user's tokens, with why each was last rejected (administrators)."""
         require_admin(caller)
         if not await service.user_known(user_id):
             raise not_found("user")

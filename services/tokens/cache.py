@@ -1,8 +1,8 @@
 """A per-process cache of validation results, emptied by events.
 
 Entries are keyed by the token's HMAC under the current key, so the cache never
-holds a token value. Each entry has a maximum age (shorter for refusals), and
-an entry for a valid token is dropped once the service clock reaches the
+contains a token value. Each entry has a maximum age (shorter for rejections),
+and an entry for a valid token is dropped once the service clock reaches the
 token's ``expires_at``. Events remove entries sooner: by token id
 (``TokenRevoked``, ``TokenExpired``), by user id (``UserUpdated``,
 ``UserDeactivated``) or all at once (``SettingChanged``).

@@ -43,7 +43,7 @@ class TokensConfig(ServiceConfig):
         default=10.0,
         ge=0,
         le=3600,
-        description="Maximum age in seconds of a cached refusal.",
+        description="Maximum age in seconds of a cached rejection.",
     )
     validation_cache_entries: int = Field(default=100_000, ge=1)
     introspection_clients: dict[str, SecretStr] = Field(

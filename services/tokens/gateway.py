@@ -1,10 +1,10 @@
 """Endpoints that gateways call to validate a token on every request.
 
 Forward auth (nginx ``auth_request``, Traefik ForwardAuth, Envoy ``ext_authz``
-over HTTP) answers only 200, 401 or 403, because nginx turns any other status
-of the subrequest into a 500 for the client. Introspection follows RFC 7662.
-The reason for a refusal goes to the log and to the token's row, never to the
-caller.
+over HTTP) returns only 200, 401 or 403, because nginx treats any other status
+of the subrequest as an error and sends the client a 500. Introspection
+follows RFC 7662. The reason for a rejection goes to the log and to the
+token's row, never to the caller.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from services.tokens.usage import parse_address
 log = logging.getLogger(__name__)
 
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-# A database outage is answered with 401 as well (see
-# docs/decisions/forward-auth-statuses.md), but without invalid_token, so that
-# clients do not throw the token away.
+# A database outage gets a 401 as well, but without invalid_token, so that
+# clients do not throw the token away
+# (docs/decisions/forward-auth-and-validation-cache.md).
 UNAVAILABLE = {
     "WWW-Authenticate": 'Bearer error="temporarily_unavailable", '
     'error_description="the token could not be checked; retry shortly"',
@@ -73,9 +73,9 @@ def client_address(request: Request) -> str | None:
     return parse_address(request.client.host) if request.client else None
 
 
-def _log_refusal(result: Validation, address: str | None) -> None:
+def _log_rejection(result: Validation, address: str | None) -> None:
     log.info(
-        "token refused: %s token_id=%s client=%s",
+        "token rejected: %s token_id=%s client=%s",
         result.reason,
         result.token_id,
         address,
@@ -86,7 +86,7 @@ def build_gateway_router(
     service: TokenService, clients: dict[str, SecretStr]
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/auth", tags=["gateway"])
-    refusals: dict[int | str, dict[str, Any]] = {
+    rejections: dict[int | str, dict[str, Any]] = {
         401: {"description": "Missing, malformed, unknown, expired or deleted"},
         403: {"description": "Tokens are switched off, or the owner may not use them"},
     }
@@ -99,27 +99,27 @@ def build_gateway_router(
         200 with ``X-Auth-User-Id``, ``X-Auth-Username``, ``X-Auth-Role`` and
         ``X-Auth-Token-Id``; 401 for a missing, malformed, unknown, expired or
         deleted token; 403 while tokens are switched off or when the owner may
-        not use them. Nothing else, whatever fails."""
+        not use them. Any failure inside also gets a 401."""
         address = client_address(request)
         try:
             credential = bearer_credential(authorization)
         except AuthenticationError:
-            return _refusal(401, "invalid token", INVALID_TOKEN)
+            return _rejection(401, "invalid token", INVALID_TOKEN)
         try:
             result = await service.validate(credential, address)
         except ValidationUnavailable as error:
             log.error("forward auth could not check a token: %s", error)
-            return _refusal(401, "token validation is unavailable", UNAVAILABLE)
+            return _rejection(401, "token validation is unavailable", UNAVAILABLE)
         except Exception:
             # Any status but 200, 401 and 403 becomes a 500 in nginx.
             log.exception("forward auth failed")
-            return _refusal(401, "token validation is unavailable", UNAVAILABLE)
+            return _rejection(401, "token validation is unavailable", UNAVAILABLE)
         if result.outcome is Outcome.INVALID:
-            _log_refusal(result, address)
-            return _refusal(401, "invalid token", INVALID_TOKEN)
+            _log_rejection(result, address)
+            return _rejection(401, "invalid token", INVALID_TOKEN)
         if result.outcome is Outcome.FORBIDDEN:
-            _log_refusal(result, address)
-            return _refusal(403, "token not allowed", {})
+            _log_rejection(result, address)
+            return _rejection(403, "token not allowed", {})
         assert result.token_id and result.user_id and result.username and result.role
         assert result.expires_at is not None
         body = ValidationOut(
@@ -148,7 +148,7 @@ def build_gateway_router(
                 forward_auth,
                 methods=methods,
                 response_model=ValidationOut,
-                responses=refusals,
+                responses=rejections,
                 include_in_schema=listed and not path.endswith("{path:path}"),
             )
 
@@ -191,7 +191,7 @@ def build_gateway_router(
                 headers={"Retry-After": "1", **NO_STORE},
             )
         if result.outcome is not Outcome.VALID:
-            _log_refusal(result, None)
+            _log_rejection(result, None)
             return JSONResponse({"active": False}, 200, headers=NO_STORE)
         assert result.expires_at is not None and result.created_at is not None
         body = {
@@ -210,7 +210,7 @@ def build_gateway_router(
     return router
 
 
-def _refusal(code: int, message: str, headers: dict[str, str]) -> JSONResponse:
+def _rejection(code: int, message: str, headers: dict[str, str]) -> JSONResponse:
     return JSONResponse({"detail": message}, code, headers={**headers, **NO_STORE})
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.cloudevents import Envelope, InvalidEvent, decode
 from services.common.db import Pool
@@ -70,7 +71,7 @@ class InvalidationListener:
         )
         await consumer.start()
         try:
-            partitions = await self._partitions(consumer)
+            partitions = await self._partitions()
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
             # position() resolves the end offsets now, so every event published
@@ -91,14 +92,23 @@ class InvalidationListener:
                 task.cancel()
             await consumer.stop()
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        await consumer.topics()
+    async def _partitions(self) -> list[TopicPartition]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(self._topics)
+        finally:
+            await admin.close()
         partitions: list[TopicPartition] = []
-        for topic in self._topics:
-            numbers = consumer.partitions_for_topic(topic)
-            if not numbers:
-                raise RuntimeError(f"topic {topic} has no partitions in the metadata")
-            partitions.extend(TopicPartition(topic, number) for number in numbers)
+        for topic in described:
+            numbers = [entry["partition"] for entry in topic["partitions"]]
+            if topic["error_code"] or not numbers:
+                message = (
+                    f"topic {topic['topic']} has no partitions "
+                    f"(error code {topic['error_code']})"
+                )
+                raise RuntimeError(message)
+            partitions.extend(TopicPartition(topic["topic"], n) for n in numbers)
         return partitions
 
     def _apply(self, headers: Any, value: bytes | None) -> None:

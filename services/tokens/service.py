@@ -291,7 +291,7 @@ class TokenService:
             if result.outcome is Outcome.VALID:
                 self.usage.used(result.token_id, now, address)
             else:
-                self.usage.refused(result.token_id, now, result.reason)
+                self.usage.rejected(result.token_id, now, result.reason)
         return result
 
     async def _look_up(self, token: str, key: bytes, now: datetime) -> Validation:

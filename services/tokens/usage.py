@@ -1,4 +1,4 @@
-"""Last use and last refusal of each token, written in batches off the hot path.
+"""Last use and last rejection of each token, written in batches off the hot path.
 
 Validation only records in memory. A worker writes the records once a second
 with one statement per kind, and the statement itself keeps each column to at
@@ -36,14 +36,14 @@ def parse_address(text: str | None) -> str | None:
 
 
 class UsageRecorder:
-    """Collects uses and refusals per token and writes them to ``tokens``."""
+    """Collects uses and rejections per token and writes them to ``tokens``."""
 
     def __init__(self, pool: Callable[[], Pool]) -> None:
         self._pool = pool
         self._uses: dict[uuid.UUID, tuple[datetime, str | None]] = {}
-        self._refusals: dict[uuid.UUID, tuple[datetime, str]] = {}
+        self._rejections: dict[uuid.UUID, tuple[datetime, str]] = {}
         self._last_use_queued: dict[uuid.UUID, datetime] = {}
-        self._last_refusal_queued: dict[uuid.UUID, datetime] = {}
+        self._last_rejection_queued: dict[uuid.UUID, datetime] = {}
         self.dropped = 0
 
     def used(self, token_id: uuid.UUID, at: datetime, address: str | None) -> None:
@@ -55,14 +55,14 @@ class UsageRecorder:
         self._last_use_queued[token_id] = at
         self._uses[token_id] = (at, address)
 
-    def refused(self, token_id: uuid.UUID, at: datetime, reason: str) -> None:
-        if not self._due(self._last_refusal_queued, token_id, at):
+    def rejected(self, token_id: uuid.UUID, at: datetime, reason: str) -> None:
+        if not self._due(self._last_rejection_queued, token_id, at):
             return
-        if len(self._refusals) >= MAX_PENDING:
+        if len(self._rejections) >= MAX_PENDING:
             self.dropped += 1
             return
-        self._last_refusal_queued[token_id] = at
-        self._refusals[token_id] = (at, reason)
+        self._last_rejection_queued[token_id] = at
+        self._rejections[token_id] = (at, reason)
 
     @staticmethod
     def _due(
@@ -81,12 +81,12 @@ class UsageRecorder:
                 except (asyncpg.PostgresError, OSError) as error:
                     log.warning("could not record token use; dropped: %r", error)
         finally:
-            if self._uses or self._refusals:
+            if self._uses or self._rejections:
                 await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
         uses, self._uses = self._uses, {}
-        refusals, self._refusals = self._refusals, {}
+        rejections, self._rejections = self._rejections, {}
         if uses:
             await self._pool().execute(
                 "UPDATE tokens AS t SET last_used_at = u.at,"
@@ -100,21 +100,21 @@ class UsageRecorder:
                 [address for _, address in uses.values()],
                 RESOLUTION,
             )
-        if refusals:
+        if rejections:
             await self._pool().execute(
-                "UPDATE tokens AS t SET last_refused_at = r.at,"
-                " last_refusal_reason = r.reason"
+                "UPDATE tokens AS t SET last_rejected_at = r.at,"
+                " last_rejection_reason = r.reason"
                 " FROM unnest($1::uuid[], $2::timestamptz[], $3::text[])"
                 " AS r(id, at, reason)"
-                " WHERE t.id = r.id AND (t.last_refused_at IS NULL"
-                " OR t.last_refused_at <= r.at - $4::interval)",
-                list(refusals),
-                [at for at, _ in refusals.values()],
-                [reason for _, reason in refusals.values()],
+                " WHERE t.id = r.id AND (t.last_rejected_at IS NULL"
+                " OR t.last_rejected_at <= r.at - $4::interval)",
+                list(rejections),
+                [at for at, _ in rejections.values()],
+                [reason for _, reason in rejections.values()],
                 RESOLUTION,
             )
         self._forget_old(self._last_use_queued)
-        self._forget_old(self._last_refusal_queued)
+        self._forget_old(self._last_rejection_queued)
 
     @staticmethod
     def _forget_old(queued: dict[uuid.UUID, datetime]) -> None:
