@@ -193,14 +193,15 @@ def build_gateway_router(
         if result.outcome is not Outcome.VALID:
             _log_rejection(result, None)
             return JSONResponse({"active": False}, 200, headers=NO_STORE)
-        assert result.expires_at is not None and result.created_at is not None
+        assert result.expires_at is not None
+        assert result.issued_at is not None
         body = {
             "active": True,
             "sub": str(result.user_id),
             "username": result.username,
             "role": result.role,
             "exp": int(result.expires_at.timestamp()),
-            "iat": int(result.created_at.timestamp()),
+            "iat": int(result.issued_at.timestamp()),
             "token_type": "bearer",
             "jti": str(result.token_id),
             "token_id": str(result.token_id),

@@ -33,6 +33,7 @@ from services.contracts import (
     SettingChanged,
     TokenExpired,
     TokenRevoked,
+    TokenRotated,
     UserCreated,
     UserDeactivated,
     UserUpdated,
@@ -118,7 +119,7 @@ class InvalidationListener:
             log.debug("invalidation reader skipped a record: %s", error)
             return
         event = envelope.event
-        if isinstance(event, TokenRevoked | TokenExpired):
+        if isinstance(event, TokenRevoked | TokenExpired | TokenRotated):
             self._cache.invalidate_token(event.token_id)
         elif isinstance(event, UserCreated | UserUpdated | UserDeactivated):
             user_id = event.user_id

@@ -228,6 +228,7 @@ def test_listing_never_shows_value(run: RunContext, person: Person) -> None:
         "user_id",
         "name",
         "created_at",
+        "rotated_at",
         "expires_at",
         "last_used_at",
         "last_used_address",
