@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install nginx infra-up infra-down infra-status demo test lint format clean
+.PHONY: install nginx bench-validate infra-up infra-down infra-status demo test lint format clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ infra-status: install
 
 demo: install
 	$(PY) scripts/demo.py
+
+# Not a test: prints throughput ratios and delete-to-rejection latencies.
+bench-validate: install
+	$(PY) scripts/bench_validate.py
 
 lint: install
 	$(PY) -m ruff format --check .
