@@ -18,7 +18,7 @@ from services.contracts import (
 from services.tokens.api import build_dev_router, build_router
 from services.tokens.clock import Clock
 from services.tokens.config import TokensConfig
-from services.tokens.gateway import build_gateway_router
+from services.tokens.gateway import build_gateway_router, forward_auth_routes
 from services.tokens.invalidation import InvalidationListener
 from services.tokens.service import Outcome, TokenService, ValidationUnavailable
 
@@ -75,6 +75,7 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
     app = runtime.create_app("tokens")
     app.include_router(build_router(service))
     app.include_router(build_gateway_router(service, config.introspection_clients))
+    app.router.routes[0:0] = forward_auth_routes(service)
     if config.development:
         app.include_router(build_dev_router(service))
     return app

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, SecretStr
+from starlette.routing import Route
 
 from services.common.auth import AuthenticationError, bearer_credential
 from services.tokens.service import (
@@ -82,31 +83,20 @@ def _log_rejection(result: Validation, address: str | None) -> None:
     )
 
 
-def build_gateway_router(
-    service: TokenService, clients: dict[str, SecretStr]
-) -> APIRouter:
-    router = APIRouter(prefix="/v1/auth", tags=["gateway"])
-    rejections: dict[int | str, dict[str, Any]] = {
-        401: {"description": "Missing, malformed, unknown, expired or deleted"},
-        403: {"description": "Tokens are switched off, or the owner may not use them"},
-    }
+class ForwardAuth:
+    """The forward-auth handler, shared by the documented and the fast routes."""
 
-    async def forward_auth(
-        request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> Response:
-        """Validate the Bearer token of a request that a gateway holds back.
+    def __init__(self, service: TokenService) -> None:
+        self._service = service
 
-        200 with ``X-Auth-User-Id``, ``X-Auth-Username``, ``X-Auth-Role`` and
-        ``X-Auth-Token-Id``; 401 for a missing, malformed, unknown, expired or
-        deleted token; 403 while tokens are switched off or when the owner may
-        not use them. Any failure inside also gets a 401."""
+    async def __call__(self, request: Request) -> Response:
         address = client_address(request)
         try:
-            credential = bearer_credential(authorization)
+            credential = bearer_credential(request.headers.get("authorization"))
         except AuthenticationError:
             return _rejection(401, "invalid token", INVALID_TOKEN)
         try:
-            result = await service.validate(credential, address)
+            result = await self._service.validate(credential, address)
         except ValidationUnavailable as error:
             log.error("forward auth could not check a token: %s", error)
             return _rejection(401, "token validation is unavailable", UNAVAILABLE)
@@ -122,26 +112,70 @@ def build_gateway_router(
             return _rejection(403, "token not allowed", {})
         assert result.token_id and result.user_id and result.username and result.role
         assert result.expires_at is not None
-        body = ValidationOut(
-            token_id=result.token_id,
-            user_id=result.user_id,
-            username=result.username,
-            role=result.role,
-            expires_at=result.expires_at,
-        )
+        user_id = str(result.user_id)
+        token_id = str(result.token_id)
+        body = {
+            "token_id": token_id,
+            "user_id": user_id,
+            "username": result.username,
+            "role": result.role,
+            "expires_at": result.expires_at.isoformat(),
+        }
         headers = {
-            "X-Auth-User-Id": str(result.user_id),
+            "X-Auth-User-Id": user_id,
             "X-Auth-Username": result.username,
             "X-Auth-Role": result.role,
-            "X-Auth-Token-Id": str(result.token_id),
+            "X-Auth-Token-Id": token_id,
             **NO_STORE,
         }
-        return JSONResponse(body.model_dump(mode="json"), 200, headers=headers)
+        return JSONResponse(body, 200, headers=headers)
 
-    # nginx and Traefik keep the client's method, and Envoy also appends the
-    # client's path, so every method and every path below /forward is served.
+
+# nginx and Traefik keep the client's method, and Envoy also appends the
+# client's path, so every method and every path below /forward is served.
+FORWARD_AUTH_PATHS = ("/validate", "/forward", "/forward/{path:path}")
+
+
+def forward_auth_routes(service: TokenService) -> list[Route]:
+    """Return plain Starlette routes of forward auth for the front of the app.
+
+    They skip FastAPI's parameter handling, which took about a third of a
+    request's time on a cache hit, and match before any other route. The
+    routes of ``build_gateway_router`` serve the same handler and document it.
+    """
+    # A bound method, because Starlette treats any other callable object as
+    # an ASGI application rather than a request handler.
+    handler = ForwardAuth(service).__call__
+    methods = ["GET", *FORWARD_METHODS]
+    return [
+        Route(f"/v1/auth{path}", handler, methods=methods, include_in_schema=False)
+        for path in FORWARD_AUTH_PATHS
+    ]
+
+
+def build_gateway_router(
+    service: TokenService, clients: dict[str, SecretStr]
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/auth", tags=["gateway"])
+    rejections: dict[int | str, dict[str, Any]] = {
+        401: {"description": "Missing, malformed, unknown, expired or deleted"},
+        403: {"description": "Tokens are switched off, or the owner may not use them"},
+    }
+    handler = ForwardAuth(service)
+
+    async def forward_auth(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """Validate the Bearer token of a request that a gateway holds back.
+
+        200 with ``X-Auth-User-Id``, ``X-Auth-Username``, ``X-Auth-Role`` and
+        ``X-Auth-Token-Id``; 401 for a missing, malformed, unknown, expired or
+        deleted token; 403 while tokens are switched off or when the owner may
+        not use them. Any failure inside also gets a 401."""
+        return await handler(request)
+
     # The schema lists GET only, because one operation per path is enough.
-    for path in ("/validate", "/forward", "/forward/{path:path}"):
+    for path in FORWARD_AUTH_PATHS:
         for methods, listed in ((["GET"], True), (FORWARD_METHODS, False)):
             router.add_api_route(
                 path,
