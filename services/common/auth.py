@@ -108,6 +108,10 @@ class Authenticator:
 
     async def _validate_pat_remotely(self, credential: str) -> Identity:
         response = await self._get(f"{self._tokens_url}/v1/auth/validate", credential)
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if "temporarily_unavailable" in challenge:
+            # The tokens service could not check the token (database down).
+            raise ServiceUnavailable("the tokens service could not check the token")
         if response.status_code != status.HTTP_200_OK:
             raise AuthenticationError("the token is not valid")
         body = response.json()

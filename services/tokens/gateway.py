@@ -13,6 +13,7 @@ import base64
 import binascii
 import hmac
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -74,13 +75,37 @@ def client_address(request: Request) -> str | None:
     return parse_address(request.client.host) if request.client else None
 
 
-def _log_rejection(result: Validation, address: str | None) -> None:
-    log.info(
-        "token rejected: %s token_id=%s client=%s",
-        result.reason,
-        result.token_id,
-        address,
-    )
+class RejectionLog:
+    """Logs rejections at most ``per_second`` times a second, counting the rest.
+
+    A client that retries a bad token in a loop would otherwise fill the log.
+    """
+
+    def __init__(self, per_second: int = 20) -> None:
+        self._per_second = per_second
+        self._window = 0
+        self._logged = 0
+        self._suppressed = 0
+
+    def __call__(self, result: Validation, address: str | None) -> None:
+        window = int(time.monotonic())
+        if window != self._window:
+            if self._suppressed:
+                log.info("%d more token rejections were not logged", self._suppressed)
+            self._window, self._logged, self._suppressed = window, 0, 0
+        if self._logged >= self._per_second:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        log.info(
+            "token rejected: %s token_id=%s client=%s",
+            result.reason,
+            result.token_id,
+            address,
+        )
+
+
+_log_rejection = RejectionLog()
 
 
 class ForwardAuth:

@@ -60,7 +60,9 @@ class InvalidationListener:
         self._topics = topics
         self._cache = cache
         self._pool = pool
-        self._pending: set[asyncio.Task[None]] = set()
+        # Event id to (event type, time.monotonic() deadline, invalidation).
+        self._waiting: dict[str, tuple[str, float, Callable[[], None]]] = {}
+        self._checker: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -89,8 +91,9 @@ class InvalidationListener:
         finally:
             self._cache.disable()
             log.warning("validation cache disabled: the invalidation reader stopped")
-            for task in self._pending:
-                task.cancel()
+            if self._checker is not None:
+                self._checker.cancel()
+            self._waiting.clear()
             await consumer.stop()
 
     async def _partitions(self) -> list[TopicPartition]:
@@ -132,32 +135,42 @@ class InvalidationListener:
     def _after_applied(
         self, envelope: Envelope, invalidate: Callable[[], None]
     ) -> None:
-        task = asyncio.create_task(self._invalidate_when_applied(envelope, invalidate))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _invalidate_when_applied(
-        self, envelope: Envelope, invalidate: Callable[[], None]
-    ) -> None:
         deadline = time.monotonic() + APPLIED_WAIT_SECONDS
-        try:
-            while time.monotonic() < deadline:
-                applied = await self._pool().fetchval(
-                    "SELECT true FROM processed_events WHERE event_id = $1",
-                    envelope.id,
+        self._waiting[envelope.id] = (envelope.type, deadline, invalidate)
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.create_task(self._invalidate_when_applied())
+
+    async def _invalidate_when_applied(self) -> None:
+        """Run each waiting invalidation once its event is applied or too old.
+
+        One query a poll checks every waiting event, so a burst of events
+        costs no more database work than one.
+        """
+        while self._waiting:
+            await asyncio.sleep(APPLIED_POLL_SECONDS)
+            waiting = list(self._waiting)
+            try:
+                rows = await self._pool().fetch(
+                    "SELECT event_id FROM processed_events WHERE event_id = ANY($1)",
+                    waiting,
                 )
-                if applied:
-                    break
-                await asyncio.sleep(APPLIED_POLL_SECONDS)
-            else:
-                log.warning(
-                    "%s id=%s was not applied within %.0f s; dropping entries anyway",
-                    envelope.type,
-                    envelope.id,
-                    APPLIED_WAIT_SECONDS,
-                )
-        except Exception as error:
-            log.warning(
-                "could not check whether %s was applied: %r", envelope.id, error
-            )
-        invalidate()
+                applied = {row["event_id"] for row in rows}
+            except Exception as error:
+                log.warning("could not read processed_events: %r", error)
+                applied = set()
+            now = time.monotonic()
+            for event_id in waiting:
+                event_type, deadline, invalidate = self._waiting[event_id]
+                if event_id in applied:
+                    del self._waiting[event_id]
+                    invalidate()
+                elif now >= deadline:
+                    del self._waiting[event_id]
+                    invalidate()
+                    log.warning(
+                        "%s id=%s was not applied within %.0f s; "
+                        "dropped its entries anyway",
+                        event_type,
+                        event_id,
+                        APPLIED_WAIT_SECONDS,
+                    )

@@ -224,6 +224,48 @@ def test_deleted_token_rejected_after_hop(
     assert later == [401] * 5
 
 
+def test_deleted_while_requests_run(
+    run: RunContext, gateway: Gateway, person: Person
+) -> None:
+    token = run.api.create_token(person.session, "deleted under load", 5)
+    url = f"{gateway.url}/echo/x"
+    results: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def send_requests() -> None:
+        deadline = time.monotonic() + 30
+        with httpx.Client(headers=bearer(token["token"])) as client:
+            while not stop.is_set() and time.monotonic() < deadline:
+                code = client.get(url).status_code
+                results.append((time.monotonic(), code))
+                if len(results) >= 5000:
+                    return
+
+    sender = threading.Thread(target=send_requests, daemon=True)
+    sender.start()
+    while len(results) < 20 and sender.is_alive():
+        time.sleep(0.01)
+    run.api.request(
+        "DELETE", "tokens", f"/v1/tokens/{token['id']}", person.session, expect=204
+    )
+    deleted_at = time.monotonic()
+    while sender.is_alive() and time.monotonic() - deleted_at < HOP_SECONDS:
+        if any(code == 401 for _, code in results):
+            break
+        time.sleep(0.01)
+    time.sleep(0.5)
+    stop.set()
+    sender.join(10)
+
+    codes = [code for _, code in results]
+    first_rejection = codes.index(401)
+    rejected_at = results[first_rejection][0]
+    assert set(codes[:first_rejection]) == {200}
+    assert set(codes[first_rejection:]) == {401}
+    assert len(codes) - first_rejection > 1
+    assert rejected_at - deleted_at < HOP_SECONDS
+
+
 def test_switched_off_gets_403(
     run: RunContext, admin: str, gateway: Gateway, person: Person
 ) -> None:
