@@ -83,7 +83,7 @@ class ValidationUnavailable(Exception):
 
 
 class TokenConflict(Exception):
-    """A new token's name is taken, or its owner holds the maximum number."""
+    """A new token's name is taken, or its owner has the maximum number."""
 
 
 @dataclass(frozen=True)
@@ -372,7 +372,7 @@ class TokenService:
     async def validate(self, token: str, address: str | None = None) -> Validation:
         """Decide whether a presented token authenticates, and whose it is.
 
-        Raises ``ValidationUnavailable`` when the answer is in neither the
+        Raises ``ValidationUnavailable`` when the result is in neither the
         cache nor the reachable database.
         """
         if not secret.is_well_formed(token):
@@ -411,6 +411,7 @@ class TokenService:
         row = await self.runtime.pool.fetchrow(LOOKUP_SQL, hashes)
         if row is None:
             return Validation(Outcome.INVALID, "unknown")
+
         known = {"token_id": row["id"], "user_id": row["user_id"]}
         expires_at = row["expires_at"]
         if not row["current_value"]:
@@ -420,10 +421,12 @@ class TokenService:
                 return Validation(Outcome.INVALID, "rotated", **known)
         elif row["hash_key_id"] != self._hash_key_id:
             await self._store_under_current_key(row["id"], row["hash"], key)
+
         if row["revoked_at"] is not None:
             return Validation(Outcome.INVALID, "deleted", **known)
         if now >= expires_at:
             return Validation(Outcome.INVALID, "expired", **known)
+
         enabled = row["pat_enabled"]
         if enabled is None:
             enabled = SETTING_DEFAULTS[PAT_ENABLED]
