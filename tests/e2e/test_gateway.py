@@ -297,9 +297,26 @@ def test_deactivated_owner_gets_403(
         "PATCH", "profile", f"/v1/users/{person.id}", admin, json={"active": False}
     )
     code, _ = _wait_for_status(url, bearer(token["token"]), 403)
+    profile_events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with run.events.lock:
+            profile_events = [
+                r
+                for r in run.events.records
+                if r["topic"].endswith("profile.events") and r["key"] == person.id
+            ]
+        if profile_events and profile_events[-1]["value"].get("active") is False:
+            break
+        time.sleep(0.1)
+    types = [r["headers"]["ce_type"] for r in profile_events]
 
     assert before.status_code == 200
     assert code == 403
+    assert "org.pat.profile.user.deactivated.v1" in types
+    # The full snapshot stays the user's last record on the compacted topic.
+    assert types[-1] == "org.pat.profile.user.updated.v1"
+    assert types.index("org.pat.profile.user.deactivated.v1") == len(types) - 2
 
 
 def test_rejection_reason_shown_to_admin(
