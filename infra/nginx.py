@@ -173,6 +173,13 @@ class NginxGateway:
         run_as: dict[str, Any] = {}
         user = OsUser.for_server()
         if user is not None:
+            for folder in reversed(self.work_dir.parents):
+                if not user.can_search(folder):
+                    raise InfraError(
+                        f"user {user.name!r} cannot enter {folder}, which nginx "
+                        f"needs to reach {self.work_dir}; run chmod o+x {folder} "
+                        "or set PAT_RUN_DIR to a folder under a world-searchable path"
+                    )
             # nginx started as root would keep a root master process.
             for path in [self.work_dir, *self.work_dir.iterdir()]:
                 os.chown(path, user.uid, user.gid)
