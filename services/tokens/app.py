@@ -21,6 +21,7 @@ from services.tokens.config import TokensConfig
 from services.tokens.gateway import build_gateway_router, forward_auth_routes
 from services.tokens.invalidation import InvalidationListener
 from services.tokens.service import Outcome, TokenService, ValidationUnavailable
+from services.tokens.usage import parse_address
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -30,9 +31,9 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
     runtime = Runtime("tokens", config, MIGRATIONS)
     service = TokenService(runtime, config, Clock(adjustable=config.development))
 
-    async def validate_pat(token: str) -> Identity:
+    async def validate_pat(token: str, client_address: str | None) -> Identity:
         try:
-            result = await service.validate(token)
+            result = await service.validate(token, parse_address(client_address))
         except ValidationUnavailable as error:
             raise ServiceUnavailable("the token database is unreachable") from error
         if result.outcome is not Outcome.VALID:

@@ -352,11 +352,17 @@ def test_rejection_reason_shown_to_admin(
     assert entry["last_rejected_at"] is not None
 
 
+def _from_address(address: str) -> httpx.Client:
+    """Return a client whose requests leave from ``address`` on loopback."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address))
+
+
 def test_last_use_recorded_with_address(
     run: RunContext, gateway: Gateway, person: Person
 ) -> None:
     token = run.api.create_token(person.session, "used", 5)
-    response = httpx.get(f"{gateway.url}/echo/x", headers=bearer(token["token"]))
+    with _from_address("127.0.0.3") as client:
+        response = client.get(f"{gateway.url}/echo/x", headers=bearer(token["token"]))
     entry: dict[str, Any] = {}
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -369,7 +375,27 @@ def test_last_use_recorded_with_address(
 
     assert response.status_code == 200
     assert entry["last_used_at"] is not None
-    assert entry["last_used_address"] == "127.0.0.1"
+    assert entry["last_used_address"] == "127.0.0.3"
+
+
+def test_direct_use_records_client_address(run: RunContext, person: Person) -> None:
+    token = run.api.create_token(person.session, "used directly", 5)
+    with _from_address("127.0.0.2") as client:
+        response = client.get(
+            f"{run.stack.urls['profile']}/v1/me", headers=bearer(token["token"])
+        )
+    entry: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        entry = run.api.request(
+            "GET", "tokens", f"/v1/tokens/{token['id']}", person.session
+        )
+        if entry["last_used_at"]:
+            break
+        time.sleep(0.2)
+
+    assert response.status_code == 200
+    assert entry["last_used_address"] == "127.0.0.2"
 
 
 def test_sign_in_passes_without_token(gateway: Gateway, person: Person) -> None:
