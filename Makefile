@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install infra-up infra-down infra-status demo test lint format contracts test-faults clean
+.PHONY: install nginx bench-validate infra-up infra-down infra-status demo test lint \
+	format contracts test-faults clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,10 @@ $(INSTALLED): requirements.lock pyproject.toml
 	touch $@
 
 install: $(INSTALLED)
+
+# The gateway tests run Debian's nginx in front of the API.
+nginx:
+	sh scripts/install-nginx.sh
 
 infra-up: install
 	$(PY) -m infra up
@@ -28,6 +33,10 @@ infra-status: install
 demo: install
 	$(PY) scripts/demo.py
 
+# Not a test: prints throughput ratios and delete-to-rejection latencies.
+bench-validate: install
+	$(PY) scripts/bench_validate.py
+
 lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
@@ -40,7 +49,7 @@ format: install
 contracts: install
 	$(PY) scripts/contracts.py write
 
-test: lint
+test: lint nginx
 	$(PY) -m pytest
 
 test-faults: install

@@ -26,6 +26,7 @@ __all__ = [
     "TokenExpired",
     "TokenExpiring",
     "TokenRevoked",
+    "TokenRotated",
     "Topics",
     "UserCreated",
     "UserDeactivated",
@@ -194,6 +195,16 @@ class TokenRevoked(_TokenEvent):
     revoked_by: uuid.UUID
 
 
+class TokenRotated(_TokenEvent):
+    """A token got a new value and expiry; the previous value works until
+    ``previous_valid_until`` (the rotation instant when there is no overlap)."""
+
+    ce_type: ClassVar[str] = "org.pat.tokens.token.rotated.v1"
+
+    rotated_at: datetime
+    previous_valid_until: datetime
+
+
 class TokenExpiring(_TokenEvent):
     """A token expires within seven days."""
 
@@ -218,6 +229,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SignatureCleared,
         TokenCreated,
         TokenRevoked,
+        TokenRotated,
         TokenExpiring,
         TokenExpired,
     )

@@ -90,6 +90,7 @@ class Stack:
     """The running services: the first replica of each, and any extra ones."""
 
     replicas: dict[str, list[ServiceProcess]] = field(default_factory=dict)
+    _labels: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @property
     def urls(self) -> dict[str, str]:
@@ -103,18 +104,45 @@ class Stack:
             for index, replica in enumerate(replicas)
         }
 
-    def add_replica(self, name: str) -> ServiceProcess:
-        """Start one more replica of ``name`` on a free port; wait until ready."""
+    def add_replica(
+        self,
+        name: str,
+        extra_env: dict[str, str] | None = None,
+        port: int | None = None,
+        label: str | None = None,
+    ) -> ServiceProcess:
+        """Start one more replica of ``name`` and wait until it is ready.
+
+        The replica shares the database, topics and configuration of the
+        first one, except for ``extra_env``, and is stopped with the stack.
+        """
         first = self.replicas[name][0]
-        port = free_port()
-        log = first.log.with_name(f"{name}.{len(self.replicas[name])}.log")
-        replica = ServiceProcess(
-            name, port, {**first.env, "PAT_HTTP_PORT": str(port)}, log
-        )
+        port = port or free_port()
+        label = label or f"{name}.{len(self.replicas[name])}"
+        env = {**first.env, **(extra_env or {}), "PAT_HTTP_PORT": str(port)}
+        replica = ServiceProcess(name, port, env, first.log.with_name(f"{label}.log"))
         replica.start()
         self.replicas[name].append(replica)
+        self._labels[label] = replica
         replica.wait_ready()
         return replica
+
+    def start_replica(
+        self,
+        name: str,
+        label: str,
+        port: int,
+        extra_env: dict[str, str] | None = None,
+    ) -> str:
+        """Start a replica known by ``label``; return its URL."""
+        return self.add_replica(name, extra_env, port, label).url
+
+    def stop_process(self, label: str) -> None:
+        """Stop the replica started with ``label``."""
+        replica = self._labels.pop(label)
+        replica.signal(signal.SIGTERM)
+        replica.wait_stopped(STOP_TIMEOUT_SECONDS)
+        self.replicas[replica.name].remove(replica)
 
     def stop(self) -> None:
         every = [r for replicas in self.replicas.values() for r in replicas]

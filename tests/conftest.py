@@ -27,6 +27,8 @@ from services.launcher import SERVICES, Stack, free_port, start_stack
 from services.provision import drop, provision
 
 ADMIN_PASSWORD = "admin-dev-only-password"
+INTROSPECTION_CLIENT = "test-gateway"
+INTROSPECTION_SECRET = "introspection-dev-only-secret"
 
 SIGN_IN_WINDOW_SECONDS = 8
 SIGN_IN_MAX_PER_ADDRESS = 12
@@ -174,6 +176,12 @@ def run(
             # Short sign-in limits, so the throttle tests wait seconds.
             "PAT_SIGN_IN_WINDOW_SECONDS": str(SIGN_IN_WINDOW_SECONDS),
             "PAT_SIGN_IN_MAX_FAILURES_PER_ADDRESS": str(SIGN_IN_MAX_PER_ADDRESS),
+            # Long enough that a test passes only if events remove entries.
+            "PAT_VALIDATION_CACHE_SECONDS": "300",
+            "PAT_NEGATIVE_CACHE_SECONDS": "300",
+            "PAT_INTROSPECTION_CLIENTS": json.dumps(
+                {INTROSPECTION_CLIENT: INTROSPECTION_SECRET}
+            ),
         },
     )
     topics = [

@@ -48,6 +48,8 @@ class ServiceUnavailable(Exception):
 
 
 CredentialValidator = Callable[[str], Awaitable[Identity]]
+PatValidator = Callable[[str, str | None], Awaitable[Identity]]
+"""Checks a PAT; the second argument is the caller's address, if known."""
 
 
 def bearer_credential(authorization: str | None) -> str:
@@ -72,7 +74,7 @@ class Authenticator:
         profile_url: str,
         tokens_url: str,
         session_validator: CredentialValidator | None = None,
-        pat_validator: CredentialValidator | None = None,
+        pat_validator: PatValidator | None = None,
     ) -> None:
         self._client = client
         self._profile_url = profile_url.rstrip("/")
@@ -81,15 +83,19 @@ class Authenticator:
         self._pat_validator = pat_validator or self._validate_pat_remotely
 
     async def authenticate(
-        self, authorization: str | None, allow_pat: bool = True
+        self,
+        authorization: str | None,
+        allow_pat: bool = True,
+        client_address: str | None = None,
     ) -> Identity:
+        """Resolve the credential; ``client_address`` is recorded as a PAT's use."""
         credential = bearer_credential(authorization)
         if credential.startswith(SESSION_PREFIX):
             return await self._session_validator(credential)
         if credential.startswith(PAT_PREFIX):
             if not allow_pat:
                 raise PatNotAllowed
-            return await self._pat_validator(credential)
+            return await self._pat_validator(credential, client_address)
         raise AuthenticationError("the credential is not a session or a token")
 
     async def _validate_session(self, credential: str) -> Identity:
@@ -106,8 +112,19 @@ class Authenticator:
             method="session",
         )
 
-    async def _validate_pat_remotely(self, credential: str) -> Identity:
-        response = await self._get(f"{self._tokens_url}/v1/auth/validate", credential)
+    async def _validate_pat_remotely(
+        self, credential: str, client_address: str | None
+    ) -> Identity:
+        # The tokens service records the rightmost X-Forwarded-For entry as
+        # the address of the token's last use.
+        extra = {"X-Forwarded-For": client_address} if client_address else {}
+        response = await self._get(
+            f"{self._tokens_url}/v1/auth/validate", credential, extra
+        )
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if "temporarily_unavailable" in challenge:
+            # The tokens service could not check the token (database down).
+            raise ServiceUnavailable("the tokens service could not check the token")
         if response.status_code != status.HTTP_200_OK:
             raise AuthenticationError("the token is not valid")
         body = response.json()
@@ -119,11 +136,12 @@ class Authenticator:
             token_id=uuid.UUID(body["token_id"]),
         )
 
-    async def _get(self, url: str, credential: str) -> httpx.Response:
+    async def _get(
+        self, url: str, credential: str, extra: dict[str, str] | None = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {credential}", **(extra or {})}
         try:
-            return await self._client.get(
-                url, headers={"Authorization": f"Bearer {credential}"}
-            )
+            return await self._client.get(url, headers=headers)
         except httpx.HTTPError as error:
             raise ServiceUnavailable(f"{url} could not be reached") from error
 

@@ -36,11 +36,16 @@ class ServiceConfig(BaseSettings):
         return self.environment == "development"
 
     def secret_fields(self) -> dict[str, SecretStr]:
-        return {
-            name: value
-            for name, value in self.__dict__.items()
-            if isinstance(value, SecretStr)
-        }
+        """Return every secret by name, including those inside dict fields."""
+        secrets: dict[str, SecretStr] = {}
+        for name, value in self.__dict__.items():
+            if isinstance(value, SecretStr):
+                secrets[name] = value
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(item, SecretStr):
+                        secrets[f"{name}[{key}]"] = item
+        return secrets
 
     @model_validator(mode="after")
     def _reject_placeholders(self) -> ServiceConfig:

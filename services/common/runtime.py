@@ -27,6 +27,7 @@ from services.common.auth import (
     Authenticator,
     CredentialValidator,
     Identity,
+    PatValidator,
     ServiceUnavailable,
     to_http_error,
 )
@@ -75,7 +76,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribers: list[Any] = []
         self.session_validator: CredentialValidator | None = None
-        self.pat_validator: CredentialValidator | None = None
+        self.pat_validator: PatValidator | None = None
 
     @property
     def pool(self) -> Pool:
@@ -260,10 +261,15 @@ class Runtime:
         )
 
     async def identify(
-        self, authorization: str | None, allow_pat: bool = True
+        self,
+        authorization: str | None,
+        allow_pat: bool = True,
+        client_address: str | None = None,
     ) -> Identity:
         try:
-            return await self.authenticator().authenticate(authorization, allow_pat)
+            return await self.authenticator().authenticate(
+                authorization, allow_pat, client_address
+            )
         except (AuthenticationError, ServiceUnavailable) as error:
             raise to_http_error(error) from error
 
@@ -325,7 +331,8 @@ async def _any_caller(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Identity:
     runtime: Runtime = request.app.state.runtime
-    return await runtime.identify(authorization, allow_pat=True)
+    address = request.client.host if request.client else None
+    return await runtime.identify(authorization, True, address)
 
 
 async def _session_caller(

@@ -220,11 +220,10 @@ class ProfileService:
                     user_id,
                     now,
                 )
-            await self._publish_user(conn, row, created=False, at=now)
-            if changed.get("active") is False:
                 deactivated = UserDeactivated(user_id=user_id, deactivated_at=now)
                 topic = self.runtime.topics.profile_events
                 await add_event(conn, self.runtime.schema, topic, deactivated, now)
+            await self._publish_user(conn, row, created=False, at=now)
         return _user_out(row)
 
     async def change_password(

@@ -7,23 +7,26 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Response, status
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    StringConstraints,
+)
 from pydantic.types import StrictInt
 
-from services.common.auth import (
-    AuthenticationError,
-    Identity,
-    bearer_credential,
-)
+from services.common.auth import Identity
 from services.common.errors import invalid_field, not_found
 from services.common.runtime import Caller, SessionCaller, require_admin
 from services.common.text import check_printable
-from services.tokens.service import Outcome, TokenService
+from services.tokens.service import TokenConflict, TokenQuery, TokenService
 
 log = logging.getLogger(__name__)
 
 MAX_EXPIRE_DAYS = 180
+MAX_OVERLAP_SECONDS = 7 * 86400
 
 
 TokenName = Annotated[
@@ -43,14 +46,49 @@ class TokenCreate(BaseModel):
     )
 
 
-class TokenOut(BaseModel):
+class TokenRotate(BaseModel):
+    expire_in_days: StrictInt = Field(
+        ge=1,
+        le=MAX_EXPIRE_DAYS,
+        description="Days until the new value expires, counted from now: a whole "
+        "number from 1 to the administrator's maximum (at most 180).",
+    )
+    overlap_seconds: StrictInt = Field(
+        default=0,
+        ge=0,
+        le=MAX_OVERLAP_SECONDS,
+        description="Seconds during which the previous value still works, at "
+        "most 7 days and never past its old expiry. 0, the default, stops it "
+        "at once.",
+    )
+
+
+class _TokenFields(BaseModel):
     id: uuid.UUID
     user_id: uuid.UUID
     name: str
     created_at: datetime
+    rotated_at: datetime | None
     expires_at: datetime
     last_used_at: datetime | None
+    last_used_address: str | None = Field(
+        description="The client address of the last use, as the gateway saw it."
+    )
+
+
+class TokenOut(_TokenFields):
     state: Literal["active", "expired"]
+
+
+class AdminTokenOut(_TokenFields):
+    state: Literal["active", "expired", "deleted"]
+    revoked_at: datetime | None
+    revoked_by: uuid.UUID | None
+    last_rejected_at: datetime | None
+    last_rejection_reason: str | None = Field(
+        description="Why the token was last rejected: deleted, expired, rotated, "
+        "switched off, owner inactive or owner is a collaborator."
+    )
 
 
 class NewToken(TokenOut):
@@ -60,14 +98,6 @@ class NewToken(TokenOut):
 class FeatureOut(BaseModel):
     enabled: bool
     max_expire_days: int
-
-
-class ValidationOut(BaseModel):
-    token_id: uuid.UUID
-    user_id: uuid.UUID
-    username: str
-    role: str
-    expires_at: datetime
 
 
 class ClockAdvance(BaseModel):
@@ -84,6 +114,13 @@ class ScanOut(BaseModel):
     expired: int
 
 
+class CacheOut(BaseModel):
+    enabled: bool
+    entries: int
+    hits: int
+    misses: int
+
+
 FEATURE_OFF = (
     "personal access tokens are switched off; an administrator can switch "
     "them on with the setting pat_enabled"
@@ -93,11 +130,25 @@ FEATURE_OFF = (
 def build_router(service: TokenService) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
+    def token_fields(row: dict[str, Any]) -> dict[str, Any]:
+        if row["revoked_at"] is not None:
+            state = "deleted"
+        elif service.clock.now() < row["expires_at"]:
+            state = "active"
+        else:
+            state = "expired"
+        address = row["last_used_address"]
+        return {
+            **row,
+            "state": state,
+            "last_used_address": None if address is None else str(address),
+        }
+
     def token_out(row: dict[str, Any]) -> TokenOut:
-        state: Literal["active", "expired"] = (
-            "active" if service.clock.now() < row["expires_at"] else "expired"
-        )
-        return TokenOut(**{**row, "state": state})
+        return TokenOut(**token_fields(row))
+
+    def admin_token_out(row: dict[str, Any]) -> AdminTokenOut:
+        return AdminTokenOut(**token_fields(row))
 
     async def require_feature() -> None:
         if not (await service.feature()).enabled:
@@ -138,7 +189,12 @@ def build_router(service: TokenService) -> APIRouter:
                 "maximum",
                 "less_than_equal",
             )
-        row, value = await service.create(caller.user_id, new.name, new.expire_in_days)
+        try:
+            row, value = await service.create(
+                caller.user_id, new.name, new.expire_in_days
+            )
+        except TokenConflict as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
         response.headers["Cache-Control"] = "no-store"
         return NewToken(**token_out(row).model_dump(), token=value)
 
@@ -147,6 +203,29 @@ def build_router(service: TokenService) -> APIRouter:
         """List the caller's tokens, without their values."""
         await require_feature()
         return [token_out(row) for row in await service.list_for(caller.user_id)]
+
+    def own_token_id(caller: Identity) -> uuid.UUID:
+        if caller.method != "pat" or caller.token_id is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                "token not found: /v1/tokens/self is the personal access token "
+                "in the Authorization header, and this request has none",
+            )
+        return caller.token_id
+
+    @router.get("/tokens/self", tags=["tokens"])
+    async def get_own_token(caller: Caller) -> TokenOut:
+        """Show the token that authenticates this request."""
+        row = await service.get(own_token_id(caller))
+        if row is None:
+            raise not_found("token")
+        return token_out(row)
+
+    @router.delete("/tokens/self", status_code=204, tags=["tokens"])
+    async def delete_own_token(caller: Caller) -> None:
+        """Delete the token that authenticates this request."""
+        if not await service.revoke(own_token_id(caller), caller.user_id):
+            raise not_found("token")
 
     @router.get("/tokens/{token_id}", tags=["tokens"])
     async def get_token(token_id: uuid.UUID, caller: Caller) -> TokenOut:
@@ -166,13 +245,71 @@ def build_router(service: TokenService) -> APIRouter:
         if not await service.revoke(token_id, caller.user_id):
             raise not_found("token")
 
+    @router.post("/tokens/{token_id}/rotate", tags=["tokens"])
+    async def rotate_token(
+        token_id: uuid.UUID,
+        rotation: TokenRotate,
+        caller: SessionCaller,
+        response: Response,
+    ) -> NewToken:
+        """Give one of the caller's tokens a new value and expiry.
+
+        The id and name stay. The new value is shown once. Only the owner can
+        rotate, because the new value goes to the caller."""
+        row = await service.get(token_id)
+        if row is None or row["user_id"] != caller.user_id:
+            raise not_found("token")
+        if caller.role == "collaborator":
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "collaborators cannot use personal access tokens",
+            )
+        current = await service.feature()
+        if not current.enabled:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, FEATURE_OFF)
+        if rotation.expire_in_days > current.max_expire_days:
+            raise invalid_field(
+                ("body", "expire_in_days"),
+                f"must be at most {current.max_expire_days}, the administrator's "
+                "maximum",
+                "less_than_equal",
+            )
+        rotated = await service.rotate(
+            token_id,
+            rotation.expire_in_days,
+            timedelta(seconds=rotation.overlap_seconds),
+        )
+        if rotated is None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                "the token has expired or was deleted; create a new one instead",
+            )
+        new_row, value = rotated
+        response.headers["Cache-Control"] = "no-store"
+        return NewToken(**token_out(new_row).model_dump(), token=value)
+
     @router.get("/users/{user_id}/tokens", tags=["administration"])
-    async def list_user_tokens(user_id: uuid.UUID, caller: Caller) -> list[TokenOut]:
-        """List any user's tokens (administrators only)."""
+    async def list_user_tokens(
+        user_id: uuid.UUID,
+        caller: Caller,
+        state: Annotated[
+            Literal["active", "expired", "deleted"] | None,
+            Query(description="Only tokens in this state; by default all but deleted."),
+        ] = None,
+        expires_before: Annotated[
+            AwareDatetime | None, Query(description="Only tokens expiring before.")
+        ] = None,
+        last_used_before: Annotated[
+            AwareDatetime | None,
+            Query(description="Only tokens last used before, or never used."),
+        ] = None,
+    ) -> list[AdminTokenOut]:
+        """List any user's tokens, with why each was last rejected (administrators)."""
         require_admin(caller)
         if not await service.user_known(user_id):
             raise not_found("user")
-        return [token_out(row) for row in await service.list_for(user_id)]
+        query = TokenQuery(state, expires_before, last_used_before)
+        return [admin_token_out(row) for row in await service.list_for(user_id, query)]
 
     @router.delete(
         "/users/{user_id}/tokens/{token_id}", status_code=204, tags=["administration"]
@@ -187,55 +324,6 @@ def build_router(service: TokenService) -> APIRouter:
             raise not_found("token")
         if not await service.revoke(token_id, caller.user_id):
             raise not_found("token")
-
-    @router.get(
-        "/auth/validate",
-        tags=["gateway"],
-        responses={401: {"description": "Invalid"}, 403: {"description": "Refused"}},
-    )
-    async def validate(
-        response: Response, authorization: Annotated[str | None, Header()] = None
-    ) -> ValidationOut:
-        """Tell a gateway whether the Bearer token is valid and whose it is.
-
-        401: missing, malformed, unknown, expired or deleted. 403: tokens are
-        switched off, or the owner may no longer use them."""
-        try:
-            credential = bearer_credential(authorization)
-        except AuthenticationError:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "invalid token",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            ) from None
-        result = await service.validate(credential)
-        if result.outcome is not Outcome.VALID:
-            log.info(
-                "token rejected: %s",
-                result.reason,
-                extra={"token_id": str(result.token_id) if result.token_id else None},
-            )
-        if result.outcome is Outcome.INVALID:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "invalid token",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-        if result.outcome is Outcome.FORBIDDEN:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "token not allowed")
-        assert result.token_id and result.user_id and result.username and result.role
-        assert result.expires_at is not None
-        response.headers["X-Auth-User-Id"] = str(result.user_id)
-        response.headers["X-Auth-Username"] = result.username
-        response.headers["X-Auth-Role"] = result.role
-        response.headers["X-Auth-Token-Id"] = str(result.token_id)
-        return ValidationOut(
-            token_id=result.token_id,
-            user_id=result.user_id,
-            username=result.username,
-            role=result.role,
-            expires_at=result.expires_at,
-        )
 
     return router
 
@@ -257,6 +345,17 @@ def build_dev_router(service: TokenService) -> APIRouter:
         await service.advance_clock(timedelta(seconds=advance.seconds))
         await service.scan()
         return await read_clock()
+
+    @router.get("/validation-cache")
+    async def read_validation_cache() -> CacheOut:
+        """Report this process's validation cache counters."""
+        cache = service.cache
+        return CacheOut(
+            enabled=cache.enabled,
+            entries=len(cache),
+            hits=cache.hits,
+            misses=cache.misses,
+        )
 
     @router.post("/expiry-scan")
     async def run_expiry_scan() -> ScanOut:

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from faststream import FastStream
 
-from services.common.auth import AuthenticationError, Identity
+from services.common.auth import AuthenticationError, Identity, ServiceUnavailable
 from services.common.runtime import Runtime
 from services.contracts import (
     SettingChanged,
@@ -16,6 +16,7 @@ from services.contracts import (
     TokenExpired,
     TokenExpiring,
     TokenRevoked,
+    TokenRotated,
     UserCreated,
     UserDeactivated,
     UserUpdated,
@@ -23,7 +24,10 @@ from services.contracts import (
 from services.tokens.api import build_dev_router, build_router
 from services.tokens.clock import Clock
 from services.tokens.config import TokensConfig
-from services.tokens.service import Outcome, TokenService
+from services.tokens.gateway import build_gateway_router, forward_auth_routes
+from services.tokens.invalidation import InvalidationListener
+from services.tokens.service import Outcome, TokenService, ValidationUnavailable
+from services.tokens.usage import parse_address
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -33,12 +37,15 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
     runtime = Runtime("tokens", config, MIGRATIONS)
     runtime.document_publisher(
         runtime.topics.tokens_events,
-        (TokenCreated, TokenRevoked, TokenExpiring, TokenExpired),
+        (TokenCreated, TokenRevoked, TokenRotated, TokenExpiring, TokenExpired),
     )
     service = TokenService(runtime, config, Clock(adjustable=config.development))
 
-    async def validate_pat(token: str) -> Identity:
-        result = await service.validate(token)
+    async def validate_pat(token: str, client_address: str | None) -> Identity:
+        try:
+            result = await service.validate(token, parse_address(client_address))
+        except ValidationUnavailable as error:
+            raise ServiceUnavailable("the token database is unreachable") from error
         if result.outcome is not Outcome.VALID:
             raise AuthenticationError("the token is not valid")
         assert result.user_id and result.username and result.role
@@ -63,9 +70,19 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
     if config.development:
         runtime.on_startup(service.refresh_clock)
         runtime.add_worker(refresh_clock_periodically)
+    topics = runtime.topics
+    invalidation = InvalidationListener(
+        config.kafka_bootstrap,
+        [topics.tokens_events, topics.profile_events, topics.settings_values],
+        service.cache,
+        lambda: runtime.pool,
+    )
 
     runtime.pat_validator = validate_pat
     runtime.add_worker(scan_periodically)
+    runtime.add_worker(service.usage.run)
+    if config.validation_cache_seconds > 0:
+        runtime.add_worker(invalidation.run)
     runtime.consume(runtime.topics.settings_values).register(
         SettingChanged, service.on_setting_changed
     )
@@ -76,6 +93,8 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
 
     app = runtime.create_app("tokens")
     app.include_router(build_router(service))
+    app.include_router(build_gateway_router(service, config.introspection_clients))
+    app.router.routes[0:0] = forward_auth_routes(service)
     if config.development:
         app.include_router(build_dev_router(service))
     return app

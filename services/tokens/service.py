@@ -8,10 +8,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+
+import asyncpg
 
 from services.common.cloudevents import Envelope
-from services.common.db import Connection
+from services.common.consumer import OUTAGE_ERRORS
+from services.common.db import Connection, advisory_key
 from services.common.outbox import add_event
 from services.common.runtime import Runtime
 from services.contracts import (
@@ -20,13 +23,16 @@ from services.contracts import (
     TokenExpired,
     TokenExpiring,
     TokenRevoked,
+    TokenRotated,
     UserCreated,
     UserDeactivated,
     UserUpdated,
 )
 from services.tokens import secret
+from services.tokens.cache import ValidationCache
 from services.tokens.clock import Clock
 from services.tokens.config import TokensConfig
+from services.tokens.usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,23 @@ PAT_MAX_EXPIRE_DAYS = "pat_max_expire_days"
 SETTING_DEFAULTS: dict[str, Any] = {PAT_ENABLED: False, PAT_MAX_EXPIRE_DAYS: 180}
 
 WARNING_BEFORE_EXPIRY = timedelta(days=7)
-LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+# The one statement of a validation that misses the cache, with the owner and
+# the pat_enabled setting; the benchmark (scripts/bench_validate.py) runs it
+# bare for comparison.
+LOOKUP_SQL = (
+    "SELECT t.id, t.user_id, t.hash, t.hash_key_id, t.created_at,"
+    " t.rotated_at, t.expires_at, t.revoked_at, t.previous_valid_until,"
+    " t.hash = ANY($1::bytea[]) AS current_value,"
+    " u.username, u.role, u.active, s.value AS pat_enabled"
+    " FROM tokens t LEFT JOIN users u ON u.user_id = t.user_id"
+    " LEFT JOIN settings s ON s.key = 'pat_enabled'"
+    " WHERE t.hash = ANY($1::bytea[]) OR t.previous_hash = ANY($1::bytea[])"
+)
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    *OUTAGE_ERRORS,
+)
 
 
 class Outcome(enum.Enum):
@@ -52,7 +74,26 @@ class Validation:
     user_id: uuid.UUID | None = None
     username: str | None = None
     role: str | None = None
+    issued_at: datetime | None = None  # of the presented value
     expires_at: datetime | None = None
+
+
+class ValidationUnavailable(Exception):
+    """The token could not be checked because the database is unreachable."""
+
+
+class TokenConflict(Exception):
+    """A new token's name is taken, or its owner has the maximum number."""
+
+
+@dataclass(frozen=True)
+class TokenQuery:
+    """Filters of an administrator's token listing; None means any."""
+
+    state: Literal["active", "expired", "deleted"] | None = None
+    expires_before: datetime | None = None
+    # Tokens never used count as last used before any date.
+    last_used_before: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -71,9 +112,17 @@ class TokenService:
     def __init__(self, runtime: Runtime, config: TokensConfig, clock: Clock) -> None:
         self.runtime = runtime
         self.clock = clock
-        self._hash_key = config.hash_key.get_secret_value().encode()
+        self._hash_keys = config.hash_keys()
         self._hash_key_id = config.hash_key_id
+        self._hash_key = self._hash_keys[config.hash_key_id]
         self._scan_batch_size = config.scan_batch_size
+        self.max_active_tokens = config.max_active_tokens
+        self.cache: ValidationCache[Validation] = ValidationCache(
+            config.validation_cache_seconds,
+            config.negative_cache_seconds,
+            config.validation_cache_entries,
+        )
+        self.usage = UsageRecorder(lambda: self.runtime.pool)
 
     # The development clock.
 
@@ -146,7 +195,11 @@ class TokenService:
     async def _publish(
         self,
         conn: Connection,
-        event: TokenCreated | TokenRevoked | TokenExpiring | TokenExpired,
+        event: TokenCreated
+        | TokenRevoked
+        | TokenRotated
+        | TokenExpiring
+        | TokenExpired,
     ) -> None:
         topic = self.runtime.topics.tokens_events
         await add_event(conn, self.runtime.schema, topic, event, self.clock.now())
@@ -159,6 +212,7 @@ class TokenService:
         now = self.clock.now()
         expires_at = now + timedelta(days=expire_in_days)
         async with self.runtime.pool.acquire() as conn, conn.transaction():
+            await self._check_room_for(conn, user_id, name, now)
             row = await conn.fetchrow(
                 "INSERT INTO tokens (id, user_id, name, hash, hash_key_id,"
                 " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -183,11 +237,69 @@ class TokenService:
         log.info("created token %s for user %s", row["id"], user_id)
         return dict(row), value
 
-    async def list_for(self, user_id: uuid.UUID) -> list[dict[str, Any]]:
-        rows = await self.runtime.pool.fetch(
-            "SELECT * FROM tokens WHERE user_id = $1 AND revoked_at IS NULL"
-            " ORDER BY created_at, id",
+    async def _check_room_for(
+        self, conn: Connection, user_id: uuid.UUID, name: str, now: datetime
+    ) -> None:
+        """Raise ``TokenConflict`` if the name is taken or the user is at the limit.
+
+        The per-user transaction lock makes two concurrent creations wait for
+        each other, so neither check can be raced.
+        """
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1)", advisory_key(f"tokens.user.{user_id}")
+        )
+        row = await conn.fetchrow(
+            "SELECT count(*) AS active,"
+            " count(*) FILTER (WHERE lower(name) = lower($3)) AS same_name"
+            " FROM tokens WHERE user_id = $1 AND revoked_at IS NULL"
+            " AND expires_at > $2",
             user_id,
+            now,
+            name,
+        )
+        assert row is not None
+        if row["same_name"]:
+            raise TokenConflict(
+                f"an active token named {name!r} exists; choose another name "
+                "or delete that token first"
+            )
+        if row["active"] >= self.max_active_tokens:
+            raise TokenConflict(
+                f"you hold {row['active']} active tokens, the maximum is "
+                f"{self.max_active_tokens}; delete one first"
+            )
+
+    async def list_for(
+        self, user_id: uuid.UUID, query: TokenQuery | None = None
+    ) -> list[dict[str, Any]]:
+        """List a user's tokens; without a query, those not deleted."""
+        query = query or TokenQuery()
+        conditions = ["user_id = $1"]
+        arguments: list[Any] = [user_id]
+
+        def parameter(value: Any) -> str:
+            arguments.append(value)
+            return f"${len(arguments)}"
+
+        if query.state is None:
+            conditions.append("revoked_at IS NULL")
+        elif query.state == "deleted":
+            conditions.append("revoked_at IS NOT NULL")
+        elif query.state == "active":
+            now = parameter(self.clock.now())
+            conditions.append(f"revoked_at IS NULL AND expires_at > {now}")
+        else:
+            now = parameter(self.clock.now())
+            conditions.append(f"revoked_at IS NULL AND expires_at <= {now}")
+        if query.expires_before is not None:
+            conditions.append(f"expires_at < {parameter(query.expires_before)}")
+        if query.last_used_before is not None:
+            before = parameter(query.last_used_before)
+            conditions.append(f"(last_used_at IS NULL OR last_used_at < {before})")
+        rows = await self.runtime.pool.fetch(
+            f"SELECT * FROM tokens WHERE {' AND '.join(conditions)}"
+            " ORDER BY created_at, id",
+            *arguments,
         )
         return [dict(row) for row in rows]
 
@@ -219,59 +331,157 @@ class TokenService:
                 revoked_by=by,
             )
             await self._publish(conn, event)
+        # Other replicas drop their entries when the event reaches them.
+        self.cache.invalidate_token(token_id)
         log.info("revoked token %s by %s", token_id, by)
         return True
 
-    async def validate(self, token: str) -> Validation:
-        """Decide whether a presented token authenticates, and whose it is."""
+    async def rotate(
+        self,
+        token_id: uuid.UUID,
+        expire_in_days: int,
+        overlap: timedelta,
+    ) -> tuple[dict[str, Any], str] | None:
+        """Give a token a new value and expiry; return its row and the new value.
+
+        The previous value keeps working until the end of ``overlap``, but not
+        past the token's old expiry. Returns None if the token does not exist,
+        is deleted or has expired.
+        """
+        value = secret.generate()
+        now = self.clock.now()
+        expires_at = now + timedelta(days=expire_in_days)
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE tokens SET previous_hash = hash,"
+                " previous_hash_key_id = hash_key_id,"
+                " previous_valid_until = least($2::timestamptz + $3::interval,"
+                " expires_at),"
+                " hash = $4, hash_key_id = $5, rotated_at = $2,"
+                " expires_at = $6::timestamptz,"
+                " expired_event_at = NULL,"
+                # A token rotated to a week or less gets no warning, as at
+                # creation: its owner chose that expiry moments ago.
+                " expiring_event_at = CASE"
+                " WHEN $6::timestamptz - interval '7 days' <= $2 THEN $2 END"
+                " WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2"
+                " RETURNING *",
+                token_id,
+                now,
+                overlap,
+                secret.keyed_hash(self._hash_key, value),
+                self._hash_key_id,
+                expires_at,
+            )
+            if row is None:
+                return None
+            event = TokenRotated(
+                token_id=token_id,
+                user_id=row["user_id"],
+                name=row["name"],
+                expires_at=expires_at,
+                rotated_at=now,
+                previous_valid_until=row["previous_valid_until"],
+            )
+            await self._publish(conn, event)
+        # Drops the entry of the previous value; other replicas do so when the
+        # event reaches them.
+        self.cache.invalidate_token(token_id)
+        log.info("rotated token %s, overlap %s", token_id, overlap)
+        return dict(row), value
+
+    async def validate(self, token: str, address: str | None = None) -> Validation:
+        """Decide whether a presented token authenticates, and whose it is.
+
+        Raises ``ValidationUnavailable`` when the result is in neither the
+        cache nor the reachable database.
+        """
         if not secret.is_well_formed(token):
             return Validation(Outcome.INVALID, "malformed")
-        row = await self.runtime.pool.fetchrow(
-            "SELECT t.id, t.user_id, t.expires_at, t.revoked_at, t.last_used_at,"
-            " u.username, u.role, u.active"
-            " FROM tokens t LEFT JOIN users u ON u.user_id = t.user_id"
-            " WHERE t.hash = $1",
-            secret.keyed_hash(self._hash_key, token),
-        )
+        key = secret.keyed_hash(self._hash_key, token)
+        now = self.clock.now()
+        result = self.cache.get(key, now)
+        if result is None:
+            generation = self.cache.generation
+            try:
+                result = await self._look_up(token, key, now)
+            except DATABASE_ERRORS as error:
+                raise ValidationUnavailable(repr(error)) from error
+            self.cache.put(
+                key,
+                result,
+                generation,
+                positive=result.outcome is Outcome.VALID,
+                expires_at=result.expires_at,
+                token_id=result.token_id,
+                user_id=result.user_id,
+            )
+        if result.token_id is not None:
+            if result.outcome is Outcome.VALID:
+                self.usage.used(result.token_id, now, address)
+            else:
+                self.usage.rejected(result.token_id, now, result.reason)
+        return result
+
+    async def _look_up(self, token: str, key: bytes, now: datetime) -> Validation:
+        hashes = [key] + [
+            secret.keyed_hash(other, token)
+            for key_id, other in self._hash_keys.items()
+            if key_id != self._hash_key_id
+        ]
+        row = await self.runtime.pool.fetchrow(LOOKUP_SQL, hashes)
         if row is None:
             return Validation(Outcome.INVALID, "unknown")
+
+        known = {"token_id": row["id"], "user_id": row["user_id"]}
+        expires_at = row["expires_at"]
+        if not row["current_value"]:
+            # The value that the token had before its last rotation.
+            expires_at = min(expires_at, row["previous_valid_until"])
+            if now >= expires_at and row["revoked_at"] is None:
+                return Validation(Outcome.INVALID, "rotated", **known)
+        elif row["hash_key_id"] != self._hash_key_id:
+            await self._store_under_current_key(row["id"], row["hash"], key)
+
         if row["revoked_at"] is not None:
-            return Validation(Outcome.INVALID, "deleted", token_id=row["id"])
-        now = self.clock.now()
-        if now >= row["expires_at"]:
-            return Validation(Outcome.INVALID, "expired", token_id=row["id"])
-        if not (await self.feature()).enabled:
-            return Validation(Outcome.FORBIDDEN, "switched off", token_id=row["id"])
+            return Validation(Outcome.INVALID, "deleted", **known)
+        if now >= expires_at:
+            return Validation(Outcome.INVALID, "expired", **known)
+
+        enabled = row["pat_enabled"]
+        if enabled is None:
+            enabled = SETTING_DEFAULTS[PAT_ENABLED]
+        else:
+            enabled = json.loads(enabled)
+        if not enabled:
+            return Validation(Outcome.FORBIDDEN, "switched off", **known)
         if row["username"] is None or not row["active"]:
-            return Validation(Outcome.FORBIDDEN, "owner inactive", token_id=row["id"])
+            return Validation(Outcome.FORBIDDEN, "owner inactive", **known)
         if row["role"] == "collaborator":
-            return Validation(
-                Outcome.FORBIDDEN, "owner is a collaborator", token_id=row["id"]
-            )
-        await self._touch(row["id"], row["last_used_at"], now)
+            return Validation(Outcome.FORBIDDEN, "owner is a collaborator", **known)
         return Validation(
             Outcome.VALID,
             "valid",
-            token_id=row["id"],
-            user_id=row["user_id"],
             username=row["username"],
             role=row["role"],
-            expires_at=row["expires_at"],
+            issued_at=(row["current_value"] and row["rotated_at"]) or row["created_at"],
+            expires_at=expires_at,
+            **known,
         )
 
-    async def _touch(
-        self, token_id: uuid.UUID, last_used_at: datetime | None, now: datetime
+    async def _store_under_current_key(
+        self, token_id: uuid.UUID, old_hash: bytes, new_hash: bytes
     ) -> None:
-        # Written at most once a minute per token, to spare the database.
-        if last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION:
-            return
+        # After every token has been used once, or has expired, the earlier key
+        # can be removed from the configuration.
         await self.runtime.pool.execute(
-            "UPDATE tokens SET last_used_at = $2 WHERE id = $1"
-            " AND (last_used_at IS NULL OR last_used_at < $3)",
+            "UPDATE tokens SET hash = $3, hash_key_id = $4 WHERE id = $1 AND hash = $2",
             token_id,
-            now,
-            now - LAST_USED_RESOLUTION,
+            old_hash,
+            new_hash,
+            self._hash_key_id,
         )
+        log.info("stored token %s under hash key %s", token_id, self._hash_key_id)
 
     # Expiry.
 

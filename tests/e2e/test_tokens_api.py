@@ -228,8 +228,10 @@ def test_listing_never_shows_value(run: RunContext, person: Person) -> None:
         "user_id",
         "name",
         "created_at",
+        "rotated_at",
         "expires_at",
         "last_used_at",
+        "last_used_address",
         "state",
     }
     assert entry["state"] == "active"
@@ -321,3 +323,59 @@ def test_token_value_stored_nowhere(
     assert value[6:] not in database_text
     assert value not in event_text
     assert value not in run.log_text()
+
+
+def test_name_unique_among_active_tokens(run: RunContext, person: Person) -> None:
+    first = run.api.create_token(person.session, "deploy", 5)
+
+    same = create(run, person.session, {"name": "deploy", "expire_in_days": 5})
+    other_case = create(run, person.session, {"name": "DEPLOY", "expire_in_days": 5})
+    run.api.request(
+        "DELETE", "tokens", f"/v1/tokens/{first['id']}", person.session, expect=204
+    )
+    after_delete = create(run, person.session, {"name": "deploy", "expire_in_days": 5})
+
+    assert same.status_code == 409
+    assert "deploy" in same.json()["detail"]
+    assert other_case.status_code == 409
+    assert after_delete.status_code == 201
+
+
+def test_name_of_expired_token_reusable(run: RunContext, person: Person) -> None:
+    run.api.create_token(person.session, "nightly", 1)
+    run.api.advance_clock(86400)
+
+    again = create(run, person.session, {"name": "nightly", "expire_in_days": 5})
+
+    assert again.status_code == 201
+
+
+def test_active_token_limit(run: RunContext, person: Person) -> None:
+    for number in range(50):
+        run.api.create_token(person.session, f"bulk {number}", 5)
+
+    over = create(run, person.session, {"name": "one too many", "expire_in_days": 5})
+
+    assert over.status_code == 409
+    assert "50" in over.json()["detail"]
+    assert token_count(run, person) == 50
+
+
+def test_concurrent_creations_keep_name_unique(run: RunContext, person: Person) -> None:
+    async def create_all() -> list[int]:
+        async with httpx.AsyncClient() as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        f"{run.stack.urls['tokens']}/v1/tokens",
+                        json={"name": "race", "expire_in_days": 5},
+                        headers=bearer(person.session),
+                    )
+                    for _ in range(8)
+                )
+            )
+        return sorted(r.status_code for r in responses)
+
+    codes = asyncio.run(create_all())
+
+    assert codes == [201] + [409] * 7

@@ -115,6 +115,7 @@ def test_public_contract_surface() -> None:
         "TokenExpired",
         "TokenExpiring",
         "TokenRevoked",
+        "TokenRotated",
         "Topics",
         "UserCreated",
         "UserDeactivated",
