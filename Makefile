@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: install nginx bench-validate infra-up infra-down infra-status demo test lint \
-	format contracts test-faults clean
+	format contracts test-faults bench clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: install
 # Not a test: prints throughput ratios and delete-to-rejection latencies.
 bench-validate: install
 	$(PY) scripts/bench_validate.py
+
+# Not a test: every benchmark, each figure against a ceiling of the same run.
+bench: bench-validate
+	$(PY) -m bench.hot_paths
 
 lint: install
 	$(PY) -m ruff format --check .

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from faststream.kafka import KafkaBroker
@@ -55,6 +56,35 @@ async def add_event(
     # Delivered to listeners when the transaction commits, and dropped otherwise.
     await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
     return event_id
+
+
+async def add_events(
+    conn: Connection,
+    schema: str,
+    topic: str,
+    events: Sequence[Event],
+    occurred_at: datetime,
+) -> None:
+    """Insert many events in one round trip, within the caller's transaction."""
+    if not events:
+        return
+    await conn.executemany(
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload,"
+        " occurred_at, correlation_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
+        [
+            (
+                uuid.uuid4(),
+                topic,
+                event.key(),
+                event.ce_type,
+                json.dumps(event.model_dump(mode="json")),
+                occurred_at,
+                correlation_id.get(),
+            )
+            for event in events
+        ],
+    )
+    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
 
 
 class OutboxRelay:

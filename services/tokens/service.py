@@ -15,9 +15,10 @@ import asyncpg
 from services.common.cloudevents import Envelope
 from services.common.consumer import OUTAGE_ERRORS
 from services.common.db import Connection, advisory_key
-from services.common.outbox import add_event
+from services.common.outbox import add_event, add_events
 from services.common.runtime import Runtime
 from services.contracts import (
+    Event,
     SettingChanged,
     TokenCreated,
     TokenExpired,
@@ -532,6 +533,7 @@ class TokenService:
                 now,
                 self._scan_batch_size,
             )
+            events: list[Event] = []
             for row in rows:
                 fields = {
                     "token_id": row["id"],
@@ -539,6 +541,9 @@ class TokenService:
                     "name": row["name"],
                     "expires_at": row["expires_at"],
                 }
-                event = TokenExpired(**fields) if expired else TokenExpiring(**fields)
-                await self._publish(conn, event)
+                events.append(
+                    TokenExpired(**fields) if expired else TokenExpiring(**fields)
+                )
+            topic = self.runtime.topics.tokens_events
+            await add_events(conn, self.runtime.schema, topic, events, now)
         return len(rows)
