@@ -55,6 +55,47 @@ class NotifierConfig(ServiceConfig):
     max_backoff_seconds: float = Field(default=300.0, gt=0)
 
 
+class _Connection:
+    """One SMTP connection for a batch, opened on the first send.
+
+    A failed connection is dropped, so the next email of the batch tries a
+    new one; each email's failure is recorded on its own request.
+    """
+
+    def __init__(self, config: NotifierConfig) -> None:
+        self._config = config
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def __aenter__(self) -> _Connection:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._close()
+
+    async def send(self, message: EmailMessage) -> None:
+        if self._client is None:
+            client = aiosmtplib.SMTP(
+                hostname=self._config.smtp_host,
+                port=self._config.smtp_port,
+                timeout=self._config.smtp_timeout_seconds,
+            )
+            await client.connect()
+            self._client = client
+        try:
+            await self._client.send_message(message)
+        except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
+            await self._close()
+            raise
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+
+
 class Notifier:
     def __init__(self, runtime: Runtime, config: NotifierConfig) -> None:
         self.runtime = runtime
@@ -136,13 +177,17 @@ class Notifier:
                 " ORDER BY r.id LIMIT $1 FOR UPDATE OF r SKIP LOCKED",
                 SEND_BATCH,
             )
-            for row in rows:
-                await self._send(conn, row)
+            if rows:
+                async with _Connection(self.config) as smtp:
+                    for row in rows:
+                        await self._send(conn, row, smtp)
         return len(rows)
 
-    async def _send(self, conn: Connection, row: asyncpg.Record) -> None:
+    async def _send(
+        self, conn: Connection, row: asyncpg.Record, smtp: _Connection
+    ) -> None:
         try:
-            await self._deliver(row)
+            await self._deliver(row, smtp)
         except Exception as error:
             # Any failure stays with its own row, so one bad request never
             # rolls back, and so resends, the rest of the batch.
@@ -184,16 +229,11 @@ class Notifier:
             message_id=row["message_id"],
         )
 
-    async def _deliver(self, row: asyncpg.Record) -> None:
+    async def _deliver(self, row: asyncpg.Record, smtp: _Connection) -> None:
         message = self._compose(row)
         if row["correlation_id"]:
             message[CORRELATION_HEADER] = row["correlation_id"]
-        await aiosmtplib.send(
-            message,
-            hostname=self.config.smtp_host,
-            port=self.config.smtp_port,
-            timeout=self.config.smtp_timeout_seconds,
-        )
+        await smtp.send(message)
 
     async def _record_failure(
         self, conn: Connection, row: asyncpg.Record, error: Exception
