@@ -116,7 +116,9 @@ async def notifier_sending(dsn: str, count: int) -> float:
             if pending == 0:
                 return time.perf_counter() - started
             await asyncio.sleep(0.05)
-        raise TimeoutError("the notifier did not send every email in time")
+        raise TimeoutError(
+            f"timed out after {DEADLINE_SECONDS:.0f} s waiting for the notifier"
+        )
     finally:
         await conn.close()
 
@@ -273,9 +275,17 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=300, help="requests and emails")
     parser.add_argument(
-        "--scan-tokens", type=int, default=100_000, help="tokens in the scan table"
+        "--count",
+        type=int,
+        default=300,
+        help="number of token creations, and of emails",
+    )
+    parser.add_argument(
+        "--scan-tokens",
+        type=int,
+        default=100_000,
+        help="number of tokens in the scan table, a tenth of them due",
     )
     args = parser.parse_args()
     run(args.count, args.scan_tokens)
