@@ -317,6 +317,9 @@ def send(world: World, cell: Cell) -> str | None:
 def switch_pats(world: World, enabled: bool) -> None:
     world.run.api.change_setting(world.admin, "pat_enabled", enabled)
     world.run.api.wait_for_feature(world.admin, enabled=enabled)
+    # The validation cache drops its entries when its own reader sees the
+    # change, which can come a moment after the feature reports it.
+    world.wait_for_validation(world.pats["user"], 200 if enabled else 403)
 
 
 def test_authorization_matrix(run: RunContext, admin: str) -> None:
