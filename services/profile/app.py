@@ -28,6 +28,7 @@ from pydantic import Field, SecretStr
 
 from services.common.auth import (
     CHALLENGE,
+    PAT_PREFIX,
     SESSION_PREFIX,
     AuthenticationError,
     Identity,
@@ -81,6 +82,12 @@ class ProfileConfig(ServiceConfig):
 
 def _user_out(row: Any) -> UserOut:
     return UserOut(**{name: row[name] for name in UserOut.model_fields})
+
+
+def _presents_pat(authorization: str | None) -> bool:
+    """Tell whether an Authorization header carries a personal access token."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and credential.strip().startswith(PAT_PREFIX)
 
 
 def _digest(token: str) -> bytes:
@@ -353,8 +360,15 @@ def build_router(service: ProfileService) -> APIRouter:
         """Sign in with username and password; returns a session token.
 
         Failed attempts are limited per username and per client address;
-        past a limit the answer is 429 with Retry-After."""
+        past a limit the answer is 429 with Retry-After. A request that
+        presents a personal access token gets 403, valid or not."""
         response.headers["Cache-Control"] = "no-store"
+        if _presents_pat(request.headers.get("authorization")):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "a personal access token cannot open a session; sign in with "
+                "username and password and no Authorization header",
+            )
         # NOTE: behind a proxy this is the proxy's address; per-address limits
         # then apply to everyone behind it.
         address = request.client.host if request.client else "unknown"

@@ -238,9 +238,14 @@ def build_router(service: TokenService) -> APIRouter:
     async def delete_token(token_id: uuid.UUID, caller: Caller) -> None:
         """Delete one of the caller's tokens; it stops authenticating at once.
 
-        With a token, a caller can delete only that token itself."""
+        With a token, a caller can delete only that token itself. Any other
+        id gets 403 before the lookup, so the response reveals no token."""
         if caller.method == "pat" and caller.token_id != token_id:
-            raise not_found("token")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "a personal access token can delete only itself; sign in to "
+                "delete other tokens",
+            )
         await visible_token(token_id, caller)
         if not await service.revoke(token_id, caller.user_id):
             raise not_found("token")

@@ -57,6 +57,23 @@ def test_token_deletes_itself(run: RunContext, person: Person) -> None:
     assert forward_auth(run, other["token"]) == 200
 
 
+def test_token_deletes_only_itself(run: RunContext, person: Person) -> None:
+    token = run.api.create_token(person.session, "deleter", 5)
+    sibling = run.api.create_token(person.session, "sibling", 5)
+    url = f"{run.stack.urls['tokens']}/v1/tokens"
+
+    sibling_deleted = httpx.delete(
+        f"{url}/{sibling['id']}", headers=bearer(token["token"])
+    )
+    self_deleted = httpx.delete(f"{url}/{token['id']}", headers=bearer(token["token"]))
+
+    assert sibling_deleted.status_code == 403
+    assert "only itself" in sibling_deleted.json()["detail"]
+    assert forward_auth(run, sibling["token"]) == 200
+    assert self_deleted.status_code == 204
+    assert forward_auth(run, token["token"]) == 401
+
+
 def test_self_needs_a_token(run: RunContext, person: Person) -> None:
     url = f"{run.stack.urls['tokens']}/v1/tokens/self"
 

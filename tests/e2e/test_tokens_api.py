@@ -177,6 +177,21 @@ def test_token_cannot_create_tokens(run: RunContext, person: Person) -> None:
     assert response.status_code == 403
 
 
+def test_token_cannot_open_session(run: RunContext, person: Person) -> None:
+    token = run.api.create_token(person.session, "no sessions", 5)
+    body = {"username": person.user["username"], "password": person.password}
+
+    response = httpx.post(
+        f"{run.stack.urls['profile']}/v1/sessions",
+        json=body,
+        headers=bearer(token["token"]),
+    )
+
+    assert response.status_code == 403
+    assert "cannot open a session" in response.json()["detail"]
+    assert "token" not in response.json()
+
+
 def test_other_users_token_is_not_found(
     run: RunContext, admin: str, person: Person
 ) -> None:
