@@ -33,6 +33,11 @@ INTROSPECTION_SECRET = "introspection-dev-only-secret"
 SIGN_IN_WINDOW_SECONDS = 8
 SIGN_IN_MAX_PER_ADDRESS = 12
 
+# The limit tests send from their own addresses. Other tests send fewer than
+# this many invalid tokens from one address within a window.
+VALIDATION_FAILURE_LIMIT = 50
+VALIDATION_FAILURE_WINDOW_SECONDS = 3
+
 # Every password the tests give the services; the last test of the run
 # checks that none of them reached a log, a topic or a table.
 USED_PASSWORDS: list[str] = [ADMIN_PASSWORD]
@@ -176,6 +181,10 @@ def run(
             # Short sign-in limits, so the throttle tests wait seconds.
             "PAT_SIGN_IN_WINDOW_SECONDS": str(SIGN_IN_WINDOW_SECONDS),
             "PAT_SIGN_IN_MAX_FAILURES_PER_ADDRESS": str(SIGN_IN_MAX_PER_ADDRESS),
+            "PAT_VALIDATION_FAILURE_LIMIT": str(VALIDATION_FAILURE_LIMIT),
+            "PAT_VALIDATION_FAILURE_WINDOW_SECONDS": str(
+                VALIDATION_FAILURE_WINDOW_SECONDS
+            ),
             # Long enough that a test passes only if events remove entries.
             "PAT_VALIDATION_CACHE_SECONDS": "300",
             "PAT_NEGATIVE_CACHE_SECONDS": "300",
