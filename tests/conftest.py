@@ -33,6 +33,12 @@ INTROSPECTION_SECRET = "introspection-dev-only-secret"
 SIGN_IN_WINDOW_SECONDS = 8
 SIGN_IN_MAX_PER_ADDRESS = 12
 
+# Far above what any test sends from 127.0.0.1 (the gateway tests send
+# hundreds of requests with a deleted token within a second).
+# tests/e2e/test_validation_limit.py runs a tokens replica with a low limit.
+VALIDATION_FAILURE_LIMIT = 100_000
+VALIDATION_FAILURE_WINDOW_SECONDS = 1
+
 # Every password the tests give the services; the last test of the run
 # checks that none of them reached a log, a topic or a table.
 USED_PASSWORDS: list[str] = [ADMIN_PASSWORD]
@@ -176,6 +182,10 @@ def run(
             # Short sign-in limits, so the throttle tests wait seconds.
             "PAT_SIGN_IN_WINDOW_SECONDS": str(SIGN_IN_WINDOW_SECONDS),
             "PAT_SIGN_IN_MAX_FAILURES_PER_ADDRESS": str(SIGN_IN_MAX_PER_ADDRESS),
+            "PAT_VALIDATION_FAILURE_LIMIT": str(VALIDATION_FAILURE_LIMIT),
+            "PAT_VALIDATION_FAILURE_WINDOW_SECONDS": str(
+                VALIDATION_FAILURE_WINDOW_SECONDS
+            ),
             # Long enough that a test passes only if events remove entries.
             "PAT_VALIDATION_CACHE_SECONDS": "300",
             "PAT_NEGATIVE_CACHE_SECONDS": "300",

@@ -24,6 +24,7 @@ from services.contracts import (
 from services.tokens.api import build_dev_router, build_router
 from services.tokens.clock import Clock
 from services.tokens.config import TokensConfig
+from services.tokens.failures import FailureLimiter
 from services.tokens.gateway import build_gateway_router, forward_auth_routes
 from services.tokens.invalidation import InvalidationListener
 from services.tokens.service import Outcome, TokenService, ValidationUnavailable
@@ -91,10 +92,18 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
     profile_events.register(UserUpdated, service.on_user_changed)
     profile_events.register(UserDeactivated, service.on_user_deactivated)
 
+    limiter = None
+    if config.validation_failure_limit > 0:
+        limiter = FailureLimiter(
+            config.validation_failure_limit,
+            config.validation_failure_window_seconds,
+        )
     app = runtime.create_app("tokens")
     app.include_router(build_router(service))
-    app.include_router(build_gateway_router(service, config.introspection_clients))
-    app.router.routes[0:0] = forward_auth_routes(service)
+    app.include_router(
+        build_gateway_router(service, config.introspection_clients, limiter)
+    )
+    app.router.routes[0:0] = forward_auth_routes(service, limiter)
     if config.development:
         app.include_router(build_dev_router(service))
     return app

@@ -46,6 +46,21 @@ class TokensConfig(ServiceConfig):
         description="Maximum age in seconds of a cached rejection.",
     )
     validation_cache_entries: int = Field(default=100_000, ge=1)
+    validation_failure_limit: int = Field(
+        default=100,
+        ge=0,
+        description="Failed forward-auth validations (malformed, unknown, expired "
+        "or deleted tokens) that one client address may have within "
+        "validation_failure_window_seconds before its further requests get 401 "
+        "without a lookup; 0 turns the limit off. Counted per process.",
+    )
+    validation_failure_window_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="Length in seconds of the sliding window of "
+        "validation_failure_limit.",
+    )
     introspection_clients: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Client id to secret, as JSON, of the callers allowed to use "

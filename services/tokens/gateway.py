@@ -25,6 +25,7 @@ from pydantic import BaseModel, SecretStr
 from starlette.routing import Route
 
 from services.common.auth import AuthenticationError, bearer_credential
+from services.tokens.failures import FailureLimiter
 from services.tokens.service import (
     Outcome,
     TokenService,
@@ -109,16 +110,35 @@ _log_rejection = RejectionLog()
 
 
 class ForwardAuth:
-    """The forward-auth handler, shared by the documented and the fast routes."""
+    """The forward-auth handler, shared by the documented and the fast routes.
 
-    def __init__(self, service: TokenService) -> None:
+    With a ``limiter``, an address that sent too many malformed or invalid
+    tokens gets 401 with ``Retry-After`` before any lookup, whatever token
+    it sends. Not 429, because nginx turns that into a 500.
+    """
+
+    def __init__(
+        self, service: TokenService, limiter: FailureLimiter | None = None
+    ) -> None:
         self._service = service
+        self._limiter = limiter
 
     async def __call__(self, request: Request) -> Response:
         address = client_address(request)
+        authorization = request.headers.get("authorization")
+        if self._limiter is not None and authorization is not None:
+            retry_after = self._limiter.retry_after(address)
+            if retry_after is not None:
+                return _rejection(
+                    401,
+                    "too many invalid tokens from this address",
+                    {**INVALID_TOKEN, "Retry-After": str(retry_after)},
+                )
         try:
-            credential = bearer_credential(request.headers.get("authorization"))
+            credential = bearer_credential(authorization)
         except AuthenticationError:
+            if self._limiter is not None and authorization is not None:
+                self._limiter.record_failure(address)
             return _rejection(401, "invalid token", INVALID_TOKEN)
 
         try:
@@ -133,6 +153,8 @@ class ForwardAuth:
 
         if result.outcome is Outcome.INVALID:
             _log_rejection(result, address)
+            if self._limiter is not None:
+                self._limiter.record_failure(address)
             return _rejection(401, "invalid token", INVALID_TOKEN)
         if result.outcome is Outcome.FORBIDDEN:
             _log_rejection(result, address)
@@ -170,7 +192,9 @@ def _accepted(result: Validation) -> Response:
 FORWARD_AUTH_PATHS = ("/validate", "/forward", "/forward/{path:path}")
 
 
-def forward_auth_routes(service: TokenService) -> list[Route]:
+def forward_auth_routes(
+    service: TokenService, limiter: FailureLimiter | None = None
+) -> list[Route]:
     """Return plain Starlette routes of forward auth for the front of the app.
 
     They skip FastAPI's parameter and response handling, which took more than
@@ -181,7 +205,7 @@ def forward_auth_routes(service: TokenService) -> list[Route]:
     """
     # A bound method, because Starlette treats any other callable object as
     # an ASGI application rather than a request handler.
-    handler = ForwardAuth(service).__call__
+    handler = ForwardAuth(service, limiter).__call__
     methods = ["GET", *FORWARD_METHODS]
     return [
         Route(f"/v1/auth{path}", handler, methods=methods, include_in_schema=False)
@@ -190,14 +214,19 @@ def forward_auth_routes(service: TokenService) -> list[Route]:
 
 
 def build_gateway_router(
-    service: TokenService, clients: dict[str, SecretStr]
+    service: TokenService,
+    clients: dict[str, SecretStr],
+    limiter: FailureLimiter | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/auth", tags=["gateway"])
     rejections: dict[int | str, dict[str, Any]] = {
-        401: {"description": "Missing, malformed, unknown, expired or deleted"},
+        401: {
+            "description": "Missing, malformed, unknown, expired or deleted, or "
+            "too many invalid tokens from the client's address (with Retry-After)"
+        },
         403: {"description": "Tokens are switched off, or the owner may not use them"},
     }
-    handler = ForwardAuth(service)
+    handler = ForwardAuth(service, limiter)
 
     async def forward_auth(
         request: Request, authorization: Annotated[str | None, Header()] = None
@@ -205,9 +234,10 @@ def build_gateway_router(
         """Validate the Bearer token of a request that a gateway holds back.
 
         200 with ``X-Auth-User-Id``, ``X-Auth-Username``, ``X-Auth-Role`` and
-        ``X-Auth-Token-Id``; 401 for a missing, malformed, unknown, expired or
-        deleted token; 403 while tokens are switched off or when the owner may
-        not use them. Any failure inside also gets a 401."""
+        ``X-Auth-Token-Id``. 401 for a missing, malformed, unknown, expired or
+        deleted token. 401 with ``Retry-After`` for any token from an address
+        that sent too many invalid ones. 403 while tokens are switched off or
+        when the owner may not use them. Any failure inside also gets a 401."""
         return await handler(request)
 
     # The schema lists GET only, because one operation per path is enough.
