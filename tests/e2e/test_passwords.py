@@ -50,11 +50,16 @@ def password_events(run: RunContext, user_id: str) -> list[dict[str, Any]]:
 
 def test_password_change_ends_other_sessions(run: RunContext, person: Person) -> None:
     other_session = run.api.sign_in(person.user["username"], person.password)
+    token = run.api.create_token(person.session, "survives password change", 5)
     new_password = "a-new-and-long-password"
 
     response = change_password(run, person.session, person.password, new_password)
+    with_token = httpx.get(
+        f"{run.stack.urls['profile']}/v1/me", headers=bearer(token["token"])
+    )
 
     assert response.status_code == 204
+    assert with_token.status_code == 200  # tokens outlive a password change
     assert session_status(run, person.session) == 200
     assert session_status(run, other_session) == 401
     assert sign_in(run, person.user["username"], person.password).status_code == 401
