@@ -47,7 +47,8 @@ CONFIG = schemathesis.Config.from_dict(
     }
 )
 
-# Operations that would change state that the fuzzing itself depends on.
+# Operations that would change state that the fuzzing itself depends on;
+# tests/e2e/test_openapi_fuzz_state.py fuzzes them with callers of their own.
 # PUT /v1/settings/{key} could switch PATs off. DELETE /v1/sessions/current
 # would end the administrator's session. PATCH /v1/me and POST
 # /v1/me/password would change the administrator's own account, and a
