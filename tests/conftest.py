@@ -39,7 +39,7 @@ SIGN_IN_MAX_PER_ADDRESS = 12
 VALIDATION_FAILURE_LIMIT = 100_000
 VALIDATION_FAILURE_WINDOW_SECONDS = 1
 
-# Every password the tests give the services; the last test of the run
+# Every password the tests give the services. The last test of the run
 # checks that none of them reached a log, a topic or a table.
 USED_PASSWORDS: list[str] = [ADMIN_PASSWORD]
 
@@ -47,6 +47,11 @@ USED_PASSWORDS: list[str] = [ADMIN_PASSWORD]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests marked ``after_all`` last, after every other test."""
     items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
+def bearer(credential: str) -> dict[str, str]:
+    """Return the Authorization header that presents ``credential``."""
+    return {"Authorization": f"Bearer {credential}"}
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ TokenName = Annotated[
 
 
 class TokenCreate(BaseModel):
-    name: TokenName = Field(description="A name that says what the token is for.")
+    name: TokenName = Field(description="What the token is for, such as 'CI pipeline'.")
     expire_in_days: StrictInt = Field(
         ge=1,
         le=MAX_EXPIRE_DAYS,
@@ -155,7 +155,7 @@ def build_router(service: TokenService) -> APIRouter:
             raise HTTPException(status.HTTP_403_FORBIDDEN, FEATURE_OFF)
 
     async def visible_token(token_id: uuid.UUID, caller: Identity) -> dict[str, Any]:
-        # Someone else's token is reported as missing, so existence never leaks.
+        # Someone else's token gets the same 404 as a missing one, so it does not leak.
         row = await service.get(token_id)
         if row is None or (row["user_id"] != caller.user_id and not caller.is_admin):
             raise not_found("token")
@@ -169,26 +169,33 @@ def build_router(service: TokenService) -> APIRouter:
             enabled=current.enabled, max_expire_days=current.max_expire_days
         )
 
-    @router.post("/tokens", status_code=201, tags=["tokens"])
-    async def create_token(
-        new: TokenCreate, caller: SessionCaller, response: Response
-    ) -> NewToken:
-        """Create a token for the signed-in person; the value is shown once."""
+    async def check_new_value_allowed(
+        caller: Identity, expire_in_days: int, action: str
+    ) -> None:
+        """Raise unless the caller may get a new token value with this expiry."""
         if caller.role == "collaborator":
             raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                "collaborators cannot create personal access tokens",
+                status.HTTP_403_FORBIDDEN, f"collaborators cannot {action}"
             )
         current = await service.feature()
         if not current.enabled:
             raise HTTPException(status.HTTP_403_FORBIDDEN, FEATURE_OFF)
-        if new.expire_in_days > current.max_expire_days:
+        if expire_in_days > current.max_expire_days:
             raise invalid_field(
                 ("body", "expire_in_days"),
                 f"must be at most {current.max_expire_days}, the administrator's "
                 "maximum",
                 "less_than_equal",
             )
+
+    @router.post("/tokens", status_code=201, tags=["tokens"])
+    async def create_token(
+        new: TokenCreate, caller: SessionCaller, response: Response
+    ) -> NewToken:
+        """Create a token for the signed-in person; the value is shown once."""
+        await check_new_value_allowed(
+            caller, new.expire_in_days, "create personal access tokens"
+        )
         try:
             row, value = await service.create(
                 caller.user_id, new.name, new.expire_in_days
@@ -264,21 +271,9 @@ def build_router(service: TokenService) -> APIRouter:
         row = await service.get(token_id)
         if row is None or row["user_id"] != caller.user_id:
             raise not_found("token")
-        if caller.role == "collaborator":
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                "collaborators cannot use personal access tokens",
-            )
-        current = await service.feature()
-        if not current.enabled:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, FEATURE_OFF)
-        if rotation.expire_in_days > current.max_expire_days:
-            raise invalid_field(
-                ("body", "expire_in_days"),
-                f"must be at most {current.max_expire_days}, the administrator's "
-                "maximum",
-                "less_than_equal",
-            )
+        await check_new_value_allowed(
+            caller, rotation.expire_in_days, "use personal access tokens"
+        )
         rotated = await service.rotate(
             token_id,
             rotation.expire_in_days,

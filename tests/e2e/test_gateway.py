@@ -22,14 +22,10 @@ import pytest
 from infra.nginx import NginxGateway
 from services.launcher import free_port
 from services.tokens import secret
-from tests.conftest import Person, RunContext
+from tests.conftest import Person, RunContext, bearer
 
 DAY = 86400
 HOP_SECONDS = 10.0
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 class _EchoHandler(BaseHTTPRequestHandler):

@@ -5,11 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import Person, RunContext
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
+from tests.conftest import Person, RunContext, bearer
 
 
 @pytest.mark.parametrize("name", ["nul\x00byte", "bell\x07", "rtl\u202eoverride"])

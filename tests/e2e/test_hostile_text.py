@@ -22,6 +22,7 @@ from tests.conftest import (
     USED_PASSWORDS,
     Person,
     RunContext,
+    bearer,
     make_person,
 )
 
@@ -53,10 +54,6 @@ class Context:
         response = httpx.get(self.url(service, path), headers=bearer(session))
         response.raise_for_status()
         return response.json()
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 @dataclass

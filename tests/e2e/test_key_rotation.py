@@ -9,15 +9,11 @@ import asyncpg
 import httpx
 
 from services.launcher import free_port
-from tests.conftest import Person, RunContext
+from tests.conftest import Person, RunContext, bearer
 
 # The first tokens process of the run uses the development default key.
 FIRST_KEY_ID = "k1"
 FIRST_KEY = "tokens-hash-key-dev-only"
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 def stored_key_id(run: RunContext, token_id: str) -> str:

@@ -8,13 +8,9 @@ from typing import Any
 import httpx
 
 from infra import mailbox
-from tests.conftest import Person, RunContext, make_person
+from tests.conftest import Person, RunContext, bearer, make_person
 
 DAY = 86400
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 def wait_for_events(

@@ -12,13 +12,9 @@ import pytest
 
 from infra import mailbox
 from services.provision import role_password
-from tests.conftest import Person, RunContext
+from tests.conftest import Person, RunContext, bearer
 
 DAY = 86400
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 @pytest.mark.parametrize("service", ["settings", "profile", "tokens", "notifier"])

@@ -9,11 +9,7 @@ import httpx
 import pytest
 
 from infra import mailbox
-from tests.conftest import Person, RunContext
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
+from tests.conftest import Person, RunContext, bearer
 
 
 def change_password(

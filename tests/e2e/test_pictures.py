@@ -10,12 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import Person, RunContext, make_person
+from tests.conftest import Person, RunContext, bearer, make_person
 from tests.images import encode, jpeg_with_gps, png_header_only, sample
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 def put_picture(

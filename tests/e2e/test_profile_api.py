@@ -8,11 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Person, RunContext, make_person
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
+from tests.conftest import Person, RunContext, bearer, make_person
 
 
 def user_events(run: RunContext, user_id: str) -> list[dict[str, Any]]:

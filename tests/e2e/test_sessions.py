@@ -7,11 +7,7 @@ import asyncio
 import asyncpg
 import httpx
 
-from tests.conftest import Person, RunContext
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
+from tests.conftest import Person, RunContext, bearer
 
 
 def test_expired_session_rejected(run: RunContext, person: Person) -> None:

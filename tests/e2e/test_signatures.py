@@ -11,12 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import Person, RunContext
+from tests.conftest import Person, RunContext, bearer
 from tests.images import encode, jpeg_with_gps, png_header_only, sample
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 def set_text(run: RunContext, credential: str, text: object) -> httpx.Response:

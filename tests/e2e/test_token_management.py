@@ -8,13 +8,9 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Person, RunContext
+from tests.conftest import Person, RunContext, bearer
 
 DAY = 86400
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 def forward_auth(run: RunContext, value: str) -> int:

@@ -9,11 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Person, RunContext, make_person
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
+from tests.conftest import Person, RunContext, bearer, make_person
 
 
 def create(run: RunContext, session: str, body: Any) -> httpx.Response:
