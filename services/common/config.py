@@ -14,8 +14,8 @@ class ServiceConfig(BaseSettings):
     """Configuration common to all services; each service adds its own fields.
 
     Defaults suit a development machine, but the environment defaults to
-    production: unless PAT_ENVIRONMENT=development, any secret that still
-    holds a development placeholder is rejected at start-up.
+    production. Unless PAT_ENVIRONMENT=development, any secret that still
+    contains a development placeholder is rejected at start-up.
     """
 
     model_config = SettingsConfigDict(env_prefix="PAT_", extra="ignore")

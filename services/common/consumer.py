@@ -169,8 +169,8 @@ class EventDispatcher:
                 value, self._dead_letter_topic, key=record.key, headers=dead_headers
             )
         except MessageSizeTooLargeError:
-            # The original record fitted the topic it came from but not with
-            # our headers added; keep its start and say how long it was.
+            # The record fitted its own topic but not with the added headers.
+            # Keep its first bytes and record its full length in a header.
             dead_headers["dlt_truncated_from"] = str(len(value))
             await self._broker.publish(
                 value[:TRUNCATED_BYTES],

@@ -1,9 +1,10 @@
 """Correlation ids, one log line per request, and Prometheus metrics.
 
-A correlation id arrives in the ``X-Correlation-ID`` request header (or is
-made up), is stored with every outbox event the request writes, travels as
-the Kafka ``correlation_id`` header, is set again while a consumer applies
-the event, and ends up in the ``X-Correlation-ID`` header of any email.
+A correlation id arrives in the ``X-Correlation-ID`` request header, or is
+made up. It is stored with every outbox event the request writes and travels
+as the Kafka ``correlation_id`` header. A consumer sets it again while it
+applies the event, and it ends up in the ``X-Correlation-ID`` header of any
+email.
 """
 
 from __future__ import annotations

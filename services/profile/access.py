@@ -1,4 +1,4 @@
-"""Who may see or change which user's profile resources."""
+"""Access rules for reading and changing a user's profile resources."""
 
 from __future__ import annotations
 

@@ -360,7 +360,7 @@ def build_router(service: ProfileService) -> APIRouter:
         """Sign in with username and password; returns a session token.
 
         Failed attempts are limited per username and per client address;
-        past a limit the answer is 429 with Retry-After. A request that
+        past a limit the response is 429 with Retry-After. A request that
         presents a personal access token gets 403, valid or not."""
         response.headers["Cache-Control"] = "no-store"
         if _presents_pat(request.headers.get("authorization")):

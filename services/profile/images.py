@@ -129,8 +129,8 @@ def clean_image(data: bytes) -> CleanImage:
     """
     image = _open(data)
     source_format = image.format
-    # A JPEG can be decoded straight at a fraction of its size (1/2 to 1/8),
-    # which saves memory; the result is still at least twice the stored size.
+    # A JPEG can be decoded at 1/2 to 1/8 of its size, which saves memory.
+    # The draft stays at least twice the stored size, so quality is kept.
     image.draft("RGB", (2 * MAX_STORED_SIDE, 2 * MAX_STORED_SIDE))
     try:
         image.load()

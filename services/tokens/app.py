@@ -49,7 +49,9 @@ def create_app(config: TokensConfig | None = None) -> FastAPI:
             raise ServiceUnavailable("the token database is unreachable") from error
         if result.outcome is not Outcome.VALID:
             raise AuthenticationError("the token is not valid")
-        assert result.user_id and result.username and result.role
+        assert result.user_id is not None
+        assert result.username is not None
+        assert result.role is not None
         return Identity(
             result.user_id,
             result.username,

@@ -198,8 +198,8 @@ def forward_auth_routes(
     """Return plain Starlette routes of forward auth for the front of the app.
 
     They skip FastAPI's parameter and response handling, which took more than
-    half of a request's time on a cache hit (307 against 130 microseconds per
-    request, measured in one process with the validation stubbed), and they
+    half of a request's time on a cache hit. One process with the validation
+    stubbed measured 307 against 130 microseconds per request. They also
     match before any other route. The
     routes of ``build_gateway_router`` serve the same handler and document it.
     """

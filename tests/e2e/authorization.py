@@ -16,16 +16,12 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import USED_PASSWORDS, Person, RunContext, make_person
+from tests.conftest import USED_PASSWORDS, Person, RunContext, bearer, make_person
 from tests.images import encode, sample
 
 DAY = 86400
 LONG_DAYS = 180
 SETTING_KEY = "pat_max_expire_days"
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 def unique(prefix: str) -> str:
@@ -93,7 +89,7 @@ class World:
         return response.status_code
 
     def wait_for_validation(self, pat: str, expected: int) -> None:
-        """Wait until the tokens service answers ``expected`` for ``pat``."""
+        """Wait until the tokens service returns ``expected`` for ``pat``."""
         deadline = time.monotonic() + 30
         while self.validate_status(pat) != expected:
             assert time.monotonic() < deadline, f"validation never gave {expected}"

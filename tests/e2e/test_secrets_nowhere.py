@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tests.conftest import USED_PASSWORDS, RunContext
 
-# Well-formed personal access tokens and session tokens, whoever made them.
+# Any well-formed personal access token or session token, from any test.
 CREDENTIAL = re.compile(rb"ecpat_[0-9A-Za-z]{36}|ecses_[0-9A-Za-z_-]{43}")
 
 

@@ -189,8 +189,8 @@ def check_phase(run: FaultRun, row: Row, token_ids: set[str]) -> None:
     """Expire the phase's tokens, then count events and emails."""
     run.advance(3 * DAY)
     run.advance(7 * DAY)
-    wanted_emails = expected_emails(run, token_ids)
-    email_counts = wait_for_emails(wanted_emails)
+    expected_message_ids = expected_emails(run, token_ids)
+    email_counts = wait_for_emails(expected_message_ids)
     if run.recovery_started is not None:
         row.recovery_seconds = time.monotonic() - run.recovery_started
         run.recovery_started = None
@@ -221,7 +221,7 @@ def check_phase(run: FaultRun, row: Row, token_ids: set[str]) -> None:
     row.events_expected = len(expected)
     row.events_delivered = sum(1 for ids in found.values() if ids)
     row.duplicated_effects = sum(len(ids) - 1 for ids in found.values() if ids)
-    row.emails_expected = len(wanted_emails)
+    row.emails_expected = len(expected_message_ids)
     row.emails_delivered = len(email_counts)
     row.emails_duplicated = sum(count - 1 for count in email_counts.values())
     run.wait_ready()

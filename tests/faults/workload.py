@@ -29,9 +29,9 @@ def _bearer(owner: Owner) -> dict[str, str]:
 class Workload:
     """Creates and deletes tokens until stopped, spreading calls over replicas.
 
-    Outcomes are only counted here; the tokens database is the record of
-    which changes were committed, since a request cut off by a fault may
-    have committed or not.
+    Outcomes are only counted here. A request cut off by a fault may have
+    committed or not, so the tokens database is the record of which changes
+    were committed.
     """
 
     owners: list[Owner]
