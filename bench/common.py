@@ -223,16 +223,23 @@ class Load:
     seconds: float
     failures: int
     latencies: list[float]
+    # Requests written so far, which is also the index of the next one.
+    sent: int = 0
 
     @property
     def per_second(self) -> float:
         return self.count / self.seconds if self.seconds else 0.0
 
 
-def http_request(port: int, method: str, path: str, headers: dict[str, str]) -> bytes:
+def http_request(
+    port: int, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> bytes:
+    """Encode one HTTP/1.1 request; a ``body`` gets its Content-Length."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 async def _keep_alive_client(
@@ -245,16 +252,18 @@ async def _keep_alive_client(
 ) -> None:
     """Send requests over one HTTP/1.1 connection until time or budget ends.
 
-    Takes the requests in turn, so that a loop can spread over many tokens.
+    Every client takes the next request of the shared list in turn, so that
+    a loop can spread over many tokens, and each request goes out once
+    before any goes out again.
     """
     reader, writer = await asyncio.open_connection(HOST, port)
-    turn = 0
     try:
         while time.monotonic() < deadline and budget[0] > 0:
             budget[0] -= 1
+            turn = load.sent
+            load.sent += 1
             started = time.perf_counter()
             writer.write(requests[turn % len(requests)])
-            turn += 1
             # One read for the whole head keeps the client's cost per request
             # low, so that the server is what the figures measure.
             head = (await reader.readuntil(b"\r\n\r\n")).lower()
