@@ -109,6 +109,76 @@ class ScanResult:
     expired: int
 
 
+@dataclass(frozen=True)
+class NewToken:
+    """The columns of a token row that creation writes."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    hash: bytes
+    hash_key_id: str
+    created_at: datetime
+    expires_at: datetime
+
+
+async def insert_token(
+    conn: Connection, schema: str, topic: str, new: NewToken, max_active_tokens: int
+) -> asyncpg.Record:
+    """Insert a token and its ``TokenCreated`` event in the caller's transaction.
+
+    Raises ``TokenConflict`` if the name is taken or the owner already holds
+    ``max_active_tokens``. A per-user transaction lock makes two concurrent
+    creations wait for each other, so neither check can be raced. The
+    benchmark (bench/creation.py) runs this function bare as its ceiling.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1)", advisory_key(f"tokens.user.{new.user_id}")
+    )
+    room = await conn.fetchrow(
+        "SELECT count(*) AS active,"
+        " count(*) FILTER (WHERE lower(name) = lower($3)) AS same_name"
+        " FROM tokens WHERE user_id = $1 AND revoked_at IS NULL"
+        " AND expires_at > $2",
+        new.user_id,
+        new.created_at,
+        new.name,
+    )
+    assert room is not None
+    if room["same_name"]:
+        raise TokenConflict(
+            f"an active token named {new.name!r} exists; choose another name "
+            "or delete that token first"
+        )
+    if room["active"] >= max_active_tokens:
+        raise TokenConflict(
+            f"you hold {room['active']} active tokens, the maximum is "
+            f"{max_active_tokens}; delete one first"
+        )
+    row = await conn.fetchrow(
+        "INSERT INTO tokens (id, user_id, name, hash, hash_key_id,"
+        " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " RETURNING *",
+        new.id,
+        new.user_id,
+        new.name,
+        new.hash,
+        new.hash_key_id,
+        new.created_at,
+        new.expires_at,
+    )
+    assert row is not None
+    event = TokenCreated(
+        token_id=new.id,
+        user_id=new.user_id,
+        name=new.name,
+        created_at=new.created_at,
+        expires_at=new.expires_at,
+    )
+    await add_event(conn, schema, topic, event, new.created_at)
+    return row
+
+
 class TokenService:
     def __init__(self, runtime: Runtime, config: TokensConfig, clock: Clock) -> None:
         self.runtime = runtime
@@ -211,64 +281,25 @@ class TokenService:
         """Store a new token and return its row and its value, shown once."""
         value = secret.generate()
         now = self.clock.now()
-        expires_at = now + timedelta(days=expire_in_days)
+        new = NewToken(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            name=name,
+            hash=secret.keyed_hash(self._hash_key, value),
+            hash_key_id=self._hash_key_id,
+            created_at=now,
+            expires_at=now + timedelta(days=expire_in_days),
+        )
         async with self.runtime.pool.acquire() as conn, conn.transaction():
-            await self._check_room_for(conn, user_id, name, now)
-            row = await conn.fetchrow(
-                "INSERT INTO tokens (id, user_id, name, hash, hash_key_id,"
-                " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                " RETURNING *",
-                uuid.uuid4(),
-                user_id,
-                name,
-                secret.keyed_hash(self._hash_key, value),
-                self._hash_key_id,
-                now,
-                expires_at,
+            row = await insert_token(
+                conn,
+                self.runtime.schema,
+                self.runtime.topics.tokens_events,
+                new,
+                self.max_active_tokens,
             )
-            assert row is not None
-            event = TokenCreated(
-                token_id=row["id"],
-                user_id=user_id,
-                name=name,
-                created_at=now,
-                expires_at=expires_at,
-            )
-            await self._publish(conn, event)
-        log.info("created token %s for user %s", row["id"], user_id)
+        log.info("created token %s for user %s", new.id, user_id)
         return dict(row), value
-
-    async def _check_room_for(
-        self, conn: Connection, user_id: uuid.UUID, name: str, now: datetime
-    ) -> None:
-        """Raise ``TokenConflict`` if the name is taken or the user is at the limit.
-
-        The per-user transaction lock makes two concurrent creations wait for
-        each other, so neither check can be raced.
-        """
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock($1)", advisory_key(f"tokens.user.{user_id}")
-        )
-        row = await conn.fetchrow(
-            "SELECT count(*) AS active,"
-            " count(*) FILTER (WHERE lower(name) = lower($3)) AS same_name"
-            " FROM tokens WHERE user_id = $1 AND revoked_at IS NULL"
-            " AND expires_at > $2",
-            user_id,
-            now,
-            name,
-        )
-        assert row is not None
-        if row["same_name"]:
-            raise TokenConflict(
-                f"an active token named {name!r} exists; choose another name "
-                "or delete that token first"
-            )
-        if row["active"] >= self.max_active_tokens:
-            raise TokenConflict(
-                f"you hold {row['active']} active tokens, the maximum is "
-                f"{self.max_active_tokens}; delete one first"
-            )
 
     async def list_for(
         self, user_id: uuid.UUID, query: TokenQuery | None = None
