@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import asyncpg
+
 from infra import cli as infra_cli
 from infra.config import InfraConfig, load
 from services.client import Api
@@ -24,6 +26,7 @@ HOST = "127.0.0.1"
 ADMIN_PASSWORD = "admin-dev-only-password"
 PASSWORD = "bench-dev-only-password"
 MAX_REQUESTS = 200_000
+OUTBOX_DRAIN_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,35 @@ def peak_memory_kib(pid: int) -> int | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return None
+
+
+async def wait_for_outbox(
+    dsn: str, schema: str, max_seconds: float = OUTBOX_DRAIN_SECONDS
+) -> tuple[int, float]:
+    """Wait until the relay of ``schema`` has published every outbox row.
+
+    Returns how many rows were unpublished at the start and how many seconds
+    the relay took; raises ``TimeoutError`` after ``max_seconds``.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.monotonic()
+        first: int | None = None
+        while True:
+            pending: int = await conn.fetchval(
+                f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
+            )
+            first = pending if first is None else first
+            if pending == 0:
+                return first, time.monotonic() - started
+            if time.monotonic() - started > max_seconds:
+                raise TimeoutError(
+                    f"the {schema} outbox still had {pending} unpublished rows "
+                    f"after {max_seconds:.0f} s"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
 
 
 class BenchStack:

@@ -15,10 +15,10 @@ import asyncpg
 from services.common.cloudevents import Envelope
 from services.common.consumer import OUTAGE_ERRORS
 from services.common.db import Connection, advisory_key
-from services.common.outbox import add_event, add_events
+from services.common.observability import correlation_id
+from services.common.outbox import add_event, notify_channel
 from services.common.runtime import Runtime
 from services.contracts import (
-    Event,
     SettingChanged,
     TokenCreated,
     TokenExpired,
@@ -546,6 +546,7 @@ class TokenService:
         if expired:
             column = "expired_event_at"
             due = "expires_at <= $1"
+            event_type = TokenExpired.ce_type
         else:
             # A token created with a week or less to live gets no warning: its
             # owner chose that expiry moments ago.
@@ -554,27 +555,52 @@ class TokenService:
                 "expires_at > $1 AND expires_at - interval '7 days' <= $1"
                 " AND created_at < expires_at - interval '7 days'"
             )
-        async with self.runtime.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"UPDATE tokens SET {column} = $1 WHERE id IN ("
-                f" SELECT id FROM tokens WHERE {column} IS NULL"
-                f" AND revoked_at IS NULL AND {due}"
-                " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
-                " RETURNING id, user_id, name, expires_at",
-                now,
-                self._scan_batch_size,
+            event_type = TokenExpiring.ce_type
+        # One statement claims and marks the batch and writes its events, so
+        # no row crosses into Python. The payload is built as TokenExpired
+        # and TokenExpiring serialise (tests/e2e/test_lifecycle.py checks it).
+        count: int = await self.runtime.pool.fetchval(
+            "WITH claimed AS ("
+            f" SELECT id FROM tokens WHERE {column} IS NULL"
+            f" AND revoked_at IS NULL AND {due}"
+            " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
+            " marked AS ("
+            # ANY(ARRAY(...)) looks each row up by its key; a join with the
+            # claimed rows was planned as a scan of the whole table.
+            f" UPDATE tokens SET {column} = $1"
+            " WHERE id = ANY(ARRAY(SELECT id FROM claimed))"
+            " RETURNING id, user_id, name, expires_at),"
+            " events AS ("
+            " INSERT INTO outbox (event_id, topic, key, event_type, payload,"
+            " occurred_at, correlation_id)"
+            " SELECT gen_random_uuid(), $3, user_id::text, $4,"
+            " jsonb_build_object('token_id', id, 'user_id', user_id,"
+            f" 'name', name, 'expires_at', {_json_datetime('expires_at')}),"
+            " $1, $5 FROM marked ORDER BY expires_at, id"
+            " RETURNING 1)"
+            " SELECT count(*) FROM events",
+            now,
+            self._scan_batch_size,
+            self.runtime.topics.tokens_events,
+            event_type,
+            correlation_id.get(),
+        )
+        if count:
+            await self.runtime.pool.execute(
+                "SELECT pg_notify($1, '')", notify_channel(self.runtime.schema)
             )
-            events: list[Event] = []
-            for row in rows:
-                fields = {
-                    "token_id": row["id"],
-                    "user_id": row["user_id"],
-                    "name": row["name"],
-                    "expires_at": row["expires_at"],
-                }
-                events.append(
-                    TokenExpired(**fields) if expired else TokenExpiring(**fields)
-                )
-            topic = self.runtime.topics.tokens_events
-            await add_events(conn, self.runtime.schema, topic, events, now)
-        return len(rows)
+        return count
+
+
+def _json_datetime(column: str) -> str:
+    """Return SQL that formats a timestamptz column as pydantic does in JSON.
+
+    That is ISO 8601 in UTC with a ``Z``, and microseconds only when there
+    are any: ``2026-01-01T00:00:00Z``, ``2026-01-01T00:00:00.120000Z``.
+    """
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        f" || CASE WHEN date_trunc('second', {column}) = {column} THEN ''"
+        f" ELSE to_char({utc}, '.US') END || 'Z'"
+    )
