@@ -35,19 +35,20 @@ from bench.common import (
     http_load,
     http_request,
     latency_line,
+    wait_for_outbox,
 )
+from services.common.db import create_pool
 from services.contracts import Topics
 from services.tokens import secret
 from services.tokens.service import NewToken, insert_token
 
 # Concurrent HTTP connections, and concurrent callers of the bare loop.
 CONNECTIONS = 16
-# The size of the tokens service's pool (create_pool in services/common/db.py).
+# The tokens service's pool size, the default of create_pool.
 POOL_SIZE = 10
 # The default PAT_MAX_ACTIVE_TOKENS; each round creates this many per user.
 TOKENS_PER_USER = 50
 CEILING_SCHEMA = "bench_ceiling"
-OUTBOX_DRAIN_SECONDS = 180.0
 TARGET = 0.4
 
 
@@ -160,30 +161,6 @@ async def delete_bench_tokens(dsn: str, user_ids: list[uuid.UUID]) -> None:
         await conn.close()
 
 
-async def wait_for_outbox(dsn: str) -> tuple[int, float]:
-    """Wait until the relay has published every event; return how many it
-    published meanwhile and how long that took."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        started = time.monotonic()
-        deadline = started + OUTBOX_DRAIN_SECONDS
-        first = None
-        while time.monotonic() < deadline:
-            pending = await conn.fetchval(
-                "SELECT count(*) FROM tokens.outbox WHERE published_at IS NULL"
-            )
-            first = pending if first is None else first
-            if pending == 0:
-                return first, time.monotonic() - started
-            await asyncio.sleep(0.2)
-        raise TimeoutError(
-            f"the tokens outbox still had {pending} unpublished events after "
-            f"{OUTBOX_DRAIN_SECONDS:.0f} s"
-        )
-    finally:
-        await conn.close()
-
-
 async def bare_creations(
     dsn: str,
     topic: str,
@@ -193,12 +170,8 @@ async def bare_creations(
     """Run the service's creation transaction over ``pairs`` with
     ``CONNECTIONS`` callers sharing a pool of ``POOL_SIZE``."""
     key = b"bench-ceiling-dev-only-key"
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=POOL_SIZE,
-        max_size=POOL_SIZE,
-        server_settings={"search_path": CEILING_SCHEMA, "timezone": "UTC"},
-    )
+    # The service's own pool settings, on the copies of its tables.
+    pool = await create_pool(dsn, CEILING_SCHEMA, max_size=POOL_SIZE)
     load = Load(0, 0.0, 0, [])
 
     async def caller(deadline: float) -> None:
@@ -242,7 +215,7 @@ async def measure(
     await seed_existing(dsn, existing)
     for _ in range(sizes.rounds):
         await delete_bench_tokens(dsn, user_ids)
-        await wait_for_outbox(dsn)
+        await wait_for_outbox(dsn, "tokens")
         load = await http_load(
             port, requests, 201, sizes.seconds, CONNECTIONS, len(requests)
         )
@@ -251,7 +224,7 @@ async def measure(
         result.failures += load.failures
         # The relay publishes the round's events after the round; the
         # ceiling should not run beside it.
-        published, drain_seconds = await wait_for_outbox(dsn)
+        published, drain_seconds = await wait_for_outbox(dsn, "tokens")
         if published:
             result.notes.append(
                 f"relay published {published} TokenCreated events in "
