@@ -556,6 +556,8 @@ class TokenService:
                 " AND created_at < expires_at - interval '7 days'"
             )
             event_type = TokenExpiring.ce_type
+        # NOTE: SKIP LOCKED also skips a row that the usage recorder's flush
+        # holds at that moment; the next pass expires it.
         # One statement claims and marks the batch and writes its events, so
         # no row crosses into Python. The payload is built as TokenExpired
         # and TokenExpiring serialise (tests/e2e/test_lifecycle.py checks it).
