@@ -6,7 +6,7 @@ The figure is expired tokens per second of one ``POST /v1/dev/expiry-scan``,
 which claims every due token, marks it and writes its ``TokenExpired``
 outbox row. The ceiling reads the same due rows through the same partial
 index (``tokens_expired_due``) in keyset pages of the scanner's batch size,
-without writing anything; it is the median of three reads, taken before
+without writing anything. It is the median of three reads, taken before
 the scan. The scan runs at two sizes, the second ten times the first.
 """
 
@@ -47,8 +47,8 @@ class Scan:
     expired: int
     seconds: float
     ceiling: float
-    # Events the relay had left to publish when the scan returned, how many
-    # of them it published in the following ``relay_seconds``.
+    # Events the relay had left to publish when the scan returned, and how
+    # many of them it published in the following ``relay_seconds``.
     backlog: int
     relayed: int
     relay_seconds: float
@@ -73,7 +73,7 @@ async def seed(dsn: str, total: int) -> int:
             " SELECT gen_random_uuid(), gen_random_uuid(), 'seed ' || n,"
             " sha256(n::text::bytea), 'k1', now() - interval '40 days',"
             # Distinct expiry instants, one second apart, as real tokens
-            # have; with one shared instant a keyset page cannot seek.
+            # have. With one shared instant a keyset page cannot seek.
             " CASE WHEN n % 10 = 0"
             " THEN now() - interval '1 hour' - n * interval '1 second'"
             " ELSE now() + interval '90 days' + n * interval '1 second' END"

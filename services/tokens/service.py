@@ -127,7 +127,7 @@ async def insert_token(
 ) -> asyncpg.Record:
     """Insert a token and its ``TokenCreated`` event in the caller's transaction.
 
-    Raises ``TokenConflict`` if the name is taken or the owner already holds
+    Raises ``TokenConflict`` if the name is taken or the owner already has
     ``max_active_tokens``. A per-user transaction lock makes two concurrent
     creations wait for each other, so neither check can be raced. The
     benchmark (bench/creation.py) runs this function bare as its ceiling.
@@ -557,7 +557,7 @@ class TokenService:
             )
             event_type = TokenExpiring.ce_type
         # NOTE: SKIP LOCKED also skips a row that the usage recorder's flush
-        # holds at that moment; the next pass expires it.
+        # has locked at that moment, and only the next pass expires it.
         # One statement claims and marks the batch and writes its events, so
         # no row crosses into Python. The payload is built as TokenExpired
         # and TokenExpiring serialise (tests/e2e/test_lifecycle.py checks it).
@@ -567,8 +567,8 @@ class TokenService:
             f" AND revoked_at IS NULL AND {due}"
             " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
             " marked AS ("
-            # ANY(ARRAY(...)) looks each row up by its key; a join with the
-            # claimed rows was planned as a scan of the whole table.
+            # ANY(ARRAY(...)) looks each row up by its key, because a join with
+            # the claimed rows was planned as a scan of the whole table.
             f" UPDATE tokens SET {column} = $1"
             " WHERE id = ANY(ARRAY(SELECT id FROM claimed))"
             " RETURNING id, user_id, name, expires_at),"

@@ -168,8 +168,8 @@ def test_scan_after_downtime_sends_no_stale_warning(
 def test_scan_events_match_event_models(
     run: RunContext, admin: str, person: Person
 ) -> None:
-    # The scanner builds these payloads in SQL; they must read exactly as the
-    # event models serialise, microseconds and all.
+    # The scanner builds these payloads in SQL, so they must read exactly as
+    # the event models serialise, microseconds and all.
     name = 'payload "check" é'
     token = run.api.create_token(person.session, name, 8)
 

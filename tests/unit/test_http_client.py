@@ -13,7 +13,7 @@ Reply = Callable[[bytes], bytes]
 
 
 class Server:
-    """Answers each request head with ``reply(head)``; counts connections."""
+    """A local server that replies ``reply(head)`` to each request head."""
 
     def __init__(self, reply: Reply, close_after: bool = False) -> None:
         self.reply = reply
