@@ -38,8 +38,8 @@ bench-validate: install
 	$(PY) scripts/bench_validate.py
 
 # Not a test: every benchmark, each figure against a ceiling of the same run.
-bench: bench-validate
-	$(PY) -m bench.hot_paths
+bench: install
+	$(PY) -m bench
 
 lint: install
 	$(PY) -m ruff format --check .

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import asyncpg
+
 from infra import cli as infra_cli
 from infra.config import InfraConfig, load
 from services.client import Api
@@ -24,6 +26,7 @@ HOST = "127.0.0.1"
 ADMIN_PASSWORD = "admin-dev-only-password"
 PASSWORD = "bench-dev-only-password"
 MAX_REQUESTS = 200_000
+OUTBOX_DRAIN_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,35 @@ def peak_memory_kib(pid: int) -> int | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return None
+
+
+async def wait_for_outbox(
+    dsn: str, schema: str, max_seconds: float = OUTBOX_DRAIN_SECONDS
+) -> tuple[int, float]:
+    """Wait until the relay of ``schema`` has published every outbox row.
+
+    Returns how many rows were unpublished at the start and how many seconds
+    the relay took; raises ``TimeoutError`` after ``max_seconds``.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.monotonic()
+        first: int | None = None
+        while True:
+            pending: int = await conn.fetchval(
+                f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
+            )
+            first = pending if first is None else first
+            if pending == 0:
+                return first, time.monotonic() - started
+            if time.monotonic() - started > max_seconds:
+                raise TimeoutError(
+                    f"the {schema} outbox still had {pending} unpublished rows "
+                    f"after {max_seconds:.0f} s"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
 
 
 class BenchStack:
@@ -223,16 +255,23 @@ class Load:
     seconds: float
     failures: int
     latencies: list[float]
+    # Requests written so far, which is also the index of the next one.
+    sent: int = 0
 
     @property
     def per_second(self) -> float:
         return self.count / self.seconds if self.seconds else 0.0
 
 
-def http_request(port: int, method: str, path: str, headers: dict[str, str]) -> bytes:
+def http_request(
+    port: int, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> bytes:
+    """Encode one HTTP/1.1 request; a ``body`` gets its Content-Length."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 async def _keep_alive_client(
@@ -245,16 +284,18 @@ async def _keep_alive_client(
 ) -> None:
     """Send requests over one HTTP/1.1 connection until time or budget ends.
 
-    Takes the requests in turn, so that a loop can spread over many tokens.
+    Every client takes the next request of the shared list in turn, so that
+    a loop can spread over many tokens, and each request goes out once
+    before any goes out again.
     """
     reader, writer = await asyncio.open_connection(HOST, port)
-    turn = 0
     try:
         while time.monotonic() < deadline and budget[0] > 0:
             budget[0] -= 1
+            turn = load.sent
+            load.sent += 1
             started = time.perf_counter()
             writer.write(requests[turn % len(requests)])
-            turn += 1
             # One read for the whole head keeps the client's cost per request
             # low, so that the server is what the figures measure.
             head = (await reader.readuntil(b"\r\n\r\n")).lower()

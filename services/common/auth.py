@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import httpx
 from fastapi import HTTPException, status
 
+from services.common.http import HttpError, KeepAliveClient, Response
 from services.contracts import Role
 
 SESSION_PREFIX = "ecses_"
@@ -70,7 +70,7 @@ class Authenticator:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: KeepAliveClient,
         profile_url: str,
         tokens_url: str,
         session_validator: CredentialValidator | None = None,
@@ -121,7 +121,7 @@ class Authenticator:
         response = await self._get(
             f"{self._tokens_url}/v1/auth/validate", credential, extra
         )
-        challenge = response.headers.get("WWW-Authenticate", "")
+        challenge = response.headers.get("www-authenticate", "")
         if "temporarily_unavailable" in challenge:
             # The tokens service could not check the token (database down).
             raise ServiceUnavailable("the tokens service could not check the token")
@@ -138,11 +138,11 @@ class Authenticator:
 
     async def _get(
         self, url: str, credential: str, extra: dict[str, str] | None = None
-    ) -> httpx.Response:
+    ) -> Response:
         headers = {"Authorization": f"Bearer {credential}", **(extra or {})}
         try:
-            return await self._client.get(url, headers=headers)
-        except httpx.HTTPError as error:
+            return await self._client.get(url, headers)
+        except HttpError as error:
             raise ServiceUnavailable(f"{url} could not be reached") from error
 
 

@@ -2,9 +2,9 @@
 
 Events are written by ``add_event`` inside the caller's transaction. The
 ``OutboxRelay`` publishes them to Kafka in id order with an idempotent
-producer (``acks=all``), and marks each row only after the broker has
-confirmed it. A crash between publish and mark republishes the row with the
-same ``ce_id``, which consumers skip.
+producer (``acks=all``), and marks rows only after the broker has confirmed
+them, up to ``BATCH_SIZE`` rows with one UPDATE. A crash between publish and
+mark republishes those rows with the same ``ce_id``, which consumers skip.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+import asyncpg
 from faststream.kafka import KafkaBroker
 
 from services.common.cloudevents import encode_headers, encode_value
@@ -151,34 +152,47 @@ class OutboxRelay:
             " ORDER BY id LIMIT $1",
             BATCH_SIZE,
         )
-        for row in rows:
-            headers = encode_headers(
-                row["event_id"],
-                row["event_type"],
-                self._service,
-                row["key"],
-                row["occurred_at"],
-            )
-            # Waiting for each confirmation keeps the order of events per key.
-            await self._broker.publish(
-                encode_value(json.loads(row["payload"])),
-                row["topic"],
-                key=row["key"].encode(),
-                headers=headers,
-                correlation_id=row["correlation_id"] or str(row["event_id"]),
-            )
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = $1", row["id"]
-            )
-            EVENTS_PUBLISHED.labels(self._service, row["event_type"]).inc()
-            log.info(
-                "published %s event_id=%s key=%s",
-                row["event_type"],
-                row["event_id"],
-                row["key"],
-            )
+        confirmed: list[int] = []
+        try:
+            for row in rows:
+                await self._publish(row)
+                confirmed.append(row["id"])
+        finally:
+            # One UPDATE for the confirmed rows of the batch instead of one
+            # commit per row. A crash before it republishes those rows with
+            # their ce_id, which consumers skip, as after any crash between
+            # a confirmation and its mark.
+            if confirmed:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
+                    confirmed,
+                )
         backlog = await conn.fetchval(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL"
         )
         OUTBOX_BACKLOG.labels(self._service).set(backlog)
         return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        headers = encode_headers(
+            row["event_id"],
+            row["event_type"],
+            self._service,
+            row["key"],
+            row["occurred_at"],
+        )
+        # Waiting for each confirmation keeps the order of events per key.
+        await self._broker.publish(
+            encode_value(json.loads(row["payload"])),
+            row["topic"],
+            key=row["key"].encode(),
+            headers=headers,
+            correlation_id=row["correlation_id"] or str(row["event_id"]),
+        )
+        EVENTS_PUBLISHED.labels(self._service, row["event_type"]).inc()
+        log.info(
+            "published %s event_id=%s key=%s",
+            row["event_type"],
+            row["event_id"],
+            row["key"],
+        )

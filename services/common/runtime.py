@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-import httpx
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +33,7 @@ from services.common.auth import (
 from services.common.config import ServiceConfig
 from services.common.consumer import EventDispatcher
 from services.common.db import Pool, create_pool, migrate
+from services.common.http import KeepAliveClient
 from services.common.kafka import (
     TopicSpec,
     create_broker,
@@ -70,7 +70,7 @@ class Runtime:
         self._migrations = migrations
         self.topics_to_create: list[TopicSpec] = shared_topics(self.topics)
         self._pool: Pool | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: KeepAliveClient | None = None
         self._startup_hooks: list[Hook] = []
         self._workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,7 +85,7 @@ class Runtime:
         return self._pool
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> KeepAliveClient:
         if self._http is None:
             raise RuntimeError(f"{self.name} has not started")
         return self._http
@@ -165,7 +165,7 @@ class Runtime:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
-        self._http = httpx.AsyncClient(timeout=5.0)
+        self._http = KeepAliveClient(timeout=5.0)
         await self.open_database()
         assert self._pool is not None
         for hook in self._startup_hooks:

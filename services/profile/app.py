@@ -32,7 +32,9 @@ from services.common.auth import (
     SESSION_PREFIX,
     AuthenticationError,
     Identity,
+    PatNotAllowed,
     bearer_credential,
+    to_http_error,
 )
 from services.common.config import ServiceConfig
 from services.common.db import Connection
@@ -378,11 +380,21 @@ def build_router(service: ProfileService) -> APIRouter:
 
     @router.get("/sessions/current", tags=["sessions"])
     async def current_session(
-        caller: SessionCaller,
         authorization: Annotated[str | None, Header()] = None,
     ) -> CurrentSession:
         """Describe the session that signed this request."""
-        return await service.current_session(bearer_credential(authorization))
+        # Every service calls this to check a session, so it looks the session
+        # up once instead of through SessionCaller and again here. The
+        # rejections are those of SessionCaller: 403 for a PAT, else 401.
+        try:
+            credential = bearer_credential(authorization)
+            if credential.startswith(PAT_PREFIX):
+                raise PatNotAllowed
+            if not credential.startswith(SESSION_PREFIX):
+                raise AuthenticationError("the credential is not a session")
+            return await service.current_session(credential)
+        except AuthenticationError as error:
+            raise to_http_error(error) from error
 
     @router.delete("/sessions/current", status_code=204, tags=["sessions"])
     async def sign_out(

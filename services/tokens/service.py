@@ -15,10 +15,10 @@ import asyncpg
 from services.common.cloudevents import Envelope
 from services.common.consumer import OUTAGE_ERRORS
 from services.common.db import Connection, advisory_key
-from services.common.outbox import add_event, add_events
+from services.common.observability import correlation_id
+from services.common.outbox import add_event, notify_channel
 from services.common.runtime import Runtime
 from services.contracts import (
-    Event,
     SettingChanged,
     TokenCreated,
     TokenExpired,
@@ -107,6 +107,76 @@ class Feature:
 class ScanResult:
     expiring: int
     expired: int
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """The columns of a token row that creation writes."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    hash: bytes
+    hash_key_id: str
+    created_at: datetime
+    expires_at: datetime
+
+
+async def insert_token(
+    conn: Connection, schema: str, topic: str, new: NewToken, max_active_tokens: int
+) -> asyncpg.Record:
+    """Insert a token and its ``TokenCreated`` event in the caller's transaction.
+
+    Raises ``TokenConflict`` if the name is taken or the owner already has
+    ``max_active_tokens``. A per-user transaction lock makes two concurrent
+    creations wait for each other, so neither check can be raced. The
+    benchmark (bench/creation.py) runs this function bare as its ceiling.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1)", advisory_key(f"tokens.user.{new.user_id}")
+    )
+    room = await conn.fetchrow(
+        "SELECT count(*) AS active,"
+        " count(*) FILTER (WHERE lower(name) = lower($3)) AS same_name"
+        " FROM tokens WHERE user_id = $1 AND revoked_at IS NULL"
+        " AND expires_at > $2",
+        new.user_id,
+        new.created_at,
+        new.name,
+    )
+    assert room is not None
+    if room["same_name"]:
+        raise TokenConflict(
+            f"an active token named {new.name!r} exists; choose another name "
+            "or delete that token first"
+        )
+    if room["active"] >= max_active_tokens:
+        raise TokenConflict(
+            f"you hold {room['active']} active tokens, the maximum is "
+            f"{max_active_tokens}; delete one first"
+        )
+    row = await conn.fetchrow(
+        "INSERT INTO tokens (id, user_id, name, hash, hash_key_id,"
+        " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " RETURNING *",
+        new.id,
+        new.user_id,
+        new.name,
+        new.hash,
+        new.hash_key_id,
+        new.created_at,
+        new.expires_at,
+    )
+    assert row is not None
+    event = TokenCreated(
+        token_id=new.id,
+        user_id=new.user_id,
+        name=new.name,
+        created_at=new.created_at,
+        expires_at=new.expires_at,
+    )
+    await add_event(conn, schema, topic, event, new.created_at)
+    return row
 
 
 class TokenService:
@@ -211,64 +281,25 @@ class TokenService:
         """Store a new token and return its row and its value, shown once."""
         value = secret.generate()
         now = self.clock.now()
-        expires_at = now + timedelta(days=expire_in_days)
+        new = NewToken(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            name=name,
+            hash=secret.keyed_hash(self._hash_key, value),
+            hash_key_id=self._hash_key_id,
+            created_at=now,
+            expires_at=now + timedelta(days=expire_in_days),
+        )
         async with self.runtime.pool.acquire() as conn, conn.transaction():
-            await self._check_room_for(conn, user_id, name, now)
-            row = await conn.fetchrow(
-                "INSERT INTO tokens (id, user_id, name, hash, hash_key_id,"
-                " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                " RETURNING *",
-                uuid.uuid4(),
-                user_id,
-                name,
-                secret.keyed_hash(self._hash_key, value),
-                self._hash_key_id,
-                now,
-                expires_at,
+            row = await insert_token(
+                conn,
+                self.runtime.schema,
+                self.runtime.topics.tokens_events,
+                new,
+                self.max_active_tokens,
             )
-            assert row is not None
-            event = TokenCreated(
-                token_id=row["id"],
-                user_id=user_id,
-                name=name,
-                created_at=now,
-                expires_at=expires_at,
-            )
-            await self._publish(conn, event)
-        log.info("created token %s for user %s", row["id"], user_id)
+        log.info("created token %s for user %s", new.id, user_id)
         return dict(row), value
-
-    async def _check_room_for(
-        self, conn: Connection, user_id: uuid.UUID, name: str, now: datetime
-    ) -> None:
-        """Raise ``TokenConflict`` if the name is taken or the user is at the limit.
-
-        The per-user transaction lock makes two concurrent creations wait for
-        each other, so neither check can be raced.
-        """
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock($1)", advisory_key(f"tokens.user.{user_id}")
-        )
-        row = await conn.fetchrow(
-            "SELECT count(*) AS active,"
-            " count(*) FILTER (WHERE lower(name) = lower($3)) AS same_name"
-            " FROM tokens WHERE user_id = $1 AND revoked_at IS NULL"
-            " AND expires_at > $2",
-            user_id,
-            now,
-            name,
-        )
-        assert row is not None
-        if row["same_name"]:
-            raise TokenConflict(
-                f"an active token named {name!r} exists; choose another name "
-                "or delete that token first"
-            )
-        if row["active"] >= self.max_active_tokens:
-            raise TokenConflict(
-                f"you hold {row['active']} active tokens, the maximum is "
-                f"{self.max_active_tokens}; delete one first"
-            )
 
     async def list_for(
         self, user_id: uuid.UUID, query: TokenQuery | None = None
@@ -515,6 +546,7 @@ class TokenService:
         if expired:
             column = "expired_event_at"
             due = "expires_at <= $1"
+            event_type = TokenExpired.ce_type
         else:
             # A token created with a week or less to live gets no warning: its
             # owner chose that expiry moments ago.
@@ -523,27 +555,54 @@ class TokenService:
                 "expires_at > $1 AND expires_at - interval '7 days' <= $1"
                 " AND created_at < expires_at - interval '7 days'"
             )
-        async with self.runtime.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"UPDATE tokens SET {column} = $1 WHERE id IN ("
-                f" SELECT id FROM tokens WHERE {column} IS NULL"
-                f" AND revoked_at IS NULL AND {due}"
-                " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
-                " RETURNING id, user_id, name, expires_at",
-                now,
-                self._scan_batch_size,
+            event_type = TokenExpiring.ce_type
+        # NOTE: SKIP LOCKED also skips a row that the usage recorder's flush
+        # has locked at that moment, and only the next pass expires it.
+        # One statement claims and marks the batch and writes its events, so
+        # no row crosses into Python. The payload is built as TokenExpired
+        # and TokenExpiring serialise (tests/e2e/test_lifecycle.py checks it).
+        count: int = await self.runtime.pool.fetchval(
+            "WITH claimed AS ("
+            f" SELECT id FROM tokens WHERE {column} IS NULL"
+            f" AND revoked_at IS NULL AND {due}"
+            " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
+            " marked AS ("
+            # ANY(ARRAY(...)) looks each row up by its key, because a join with
+            # the claimed rows was planned as a scan of the whole table.
+            f" UPDATE tokens SET {column} = $1"
+            " WHERE id = ANY(ARRAY(SELECT id FROM claimed))"
+            " RETURNING id, user_id, name, expires_at),"
+            " events AS ("
+            " INSERT INTO outbox (event_id, topic, key, event_type, payload,"
+            " occurred_at, correlation_id)"
+            " SELECT gen_random_uuid(), $3, user_id::text, $4,"
+            " jsonb_build_object('token_id', id, 'user_id', user_id,"
+            f" 'name', name, 'expires_at', {_json_datetime('expires_at')}),"
+            " $1, $5 FROM marked ORDER BY expires_at, id"
+            " RETURNING 1)"
+            " SELECT count(*) FROM events",
+            now,
+            self._scan_batch_size,
+            self.runtime.topics.tokens_events,
+            event_type,
+            correlation_id.get(),
+        )
+        if count:
+            await self.runtime.pool.execute(
+                "SELECT pg_notify($1, '')", notify_channel(self.runtime.schema)
             )
-            events: list[Event] = []
-            for row in rows:
-                fields = {
-                    "token_id": row["id"],
-                    "user_id": row["user_id"],
-                    "name": row["name"],
-                    "expires_at": row["expires_at"],
-                }
-                events.append(
-                    TokenExpired(**fields) if expired else TokenExpiring(**fields)
-                )
-            topic = self.runtime.topics.tokens_events
-            await add_events(conn, self.runtime.schema, topic, events, now)
-        return len(rows)
+        return count
+
+
+def _json_datetime(column: str) -> str:
+    """Return SQL that formats a timestamptz column as pydantic does in JSON.
+
+    That is ISO 8601 in UTC with a ``Z``, and microseconds only when there
+    are any: ``2026-01-01T00:00:00Z``, ``2026-01-01T00:00:00.120000Z``.
+    """
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        f" || CASE WHEN date_trunc('second', {column}) = {column} THEN ''"
+        f" ELSE to_char({utc}, '.US') END || 'Z'"
+    )

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from infra import mailbox
+from services.contracts import TokenExpired
 from tests.conftest import Person, RunContext, bearer, make_person
 
 DAY = 86400
@@ -162,3 +163,31 @@ def test_scan_after_downtime_sends_no_stale_warning(
     assert len(subjects) == 1
     assert "has expired" in subjects[0]
     assert wait_for_events(run, "token.expiring.v1", token["id"], timeout=0) == []
+
+
+def test_scan_events_match_event_models(
+    run: RunContext, admin: str, person: Person
+) -> None:
+    # The scanner builds these payloads in SQL, so they must read exactly as
+    # the event models serialise, microseconds and all.
+    name = 'payload "check" é'
+    token = run.api.create_token(person.session, name, 8)
+
+    run.api.advance_clock(2 * DAY)
+    expiring = wait_for_events(run, "token.expiring.v1", token["id"])
+    run.api.advance_clock(7 * DAY)
+    expired = wait_for_events(run, "token.expired.v1", token["id"])
+
+    expected = {
+        "token_id": token["id"],
+        "user_id": token["user_id"],
+        "name": name,
+        "expires_at": token["expires_at"],
+    }
+    assert len(expiring) == 1
+    assert len(expired) == 1
+    assert expiring[0]["value"] == expected
+    assert expired[0]["value"] == expected
+    assert expired[0]["key"] == token["user_id"]
+    model = TokenExpired.model_validate(expired[0]["value"])
+    assert model.model_dump(mode="json") == expected
