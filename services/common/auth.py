@@ -8,14 +8,15 @@ identity header sent by a client.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import aiohttp
 from fastapi import HTTPException, status
 
-from services.common.http import HttpError, KeepAliveClient, Response
 from services.contracts import Role
 
 SESSION_PREFIX = "ecses_"
@@ -70,7 +71,7 @@ class Authenticator:
 
     def __init__(
         self,
-        client: KeepAliveClient,
+        client: aiohttp.ClientSession,
         profile_url: str,
         tokens_url: str,
         session_validator: CredentialValidator | None = None,
@@ -99,12 +100,10 @@ class Authenticator:
         raise AuthenticationError("the credential is not a session or a token")
 
     async def _validate_session(self, credential: str) -> Identity:
-        response = await self._get(
-            f"{self._profile_url}/v1/sessions/current", credential
-        )
-        if response.status_code != status.HTTP_200_OK:
+        answer = await self._get(f"{self._profile_url}/v1/sessions/current", credential)
+        if answer.status != status.HTTP_200_OK:
             raise AuthenticationError("the session is unknown or has ended")
-        body = response.json()
+        body = json.loads(answer.body)
         return Identity(
             user_id=uuid.UUID(body["user_id"]),
             username=body["username"],
@@ -118,16 +117,15 @@ class Authenticator:
         # The tokens service records the rightmost X-Forwarded-For entry as
         # the address of the token's last use.
         extra = {"X-Forwarded-For": client_address} if client_address else {}
-        response = await self._get(
+        answer = await self._get(
             f"{self._tokens_url}/v1/auth/validate", credential, extra
         )
-        challenge = response.headers.get("www-authenticate", "")
-        if "temporarily_unavailable" in challenge:
+        if "temporarily_unavailable" in answer.challenge:
             # The tokens service could not check the token (database down).
             raise ServiceUnavailable("the tokens service could not check the token")
-        if response.status_code != status.HTTP_200_OK:
+        if answer.status != status.HTTP_200_OK:
             raise AuthenticationError("the token is not valid")
-        body = response.json()
+        body = json.loads(answer.body)
         return Identity(
             user_id=uuid.UUID(body["user_id"]),
             username=body["username"],
@@ -138,12 +136,26 @@ class Authenticator:
 
     async def _get(
         self, url: str, credential: str, extra: dict[str, str] | None = None
-    ) -> Response:
+    ) -> _Answer:
         headers = {"Authorization": f"Bearer {credential}", **(extra or {})}
         try:
-            return await self._client.get(url, headers)
-        except HttpError as error:
+            async with self._client.get(url, headers=headers) as response:
+                return _Answer(
+                    response.status,
+                    response.headers.get("WWW-Authenticate", ""),
+                    await response.read(),
+                )
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise ServiceUnavailable(f"{url} could not be reached") from error
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What a credential check needs from the other service's response."""
+
+    status: int
+    challenge: str
+    body: bytes
 
 
 class PatNotAllowed(AuthenticationError):
