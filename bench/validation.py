@@ -17,7 +17,8 @@ can empty. Every figure is divided by a ceiling measured in the same run:
 
 When the machine has two cores or more, the tokens processes run on one core
 and the load generators on another, so that they do not take CPU time from
-each other. Kafka, Postgres and the other services may run on either.
+each other. Kafka, Postgres and the other services may run on either. The
+load generators and the ceilings' loops run on uvloop, as the services do.
 Every loop is bounded in count and in time, and every request goes to a
 server that this module started on 127.0.0.1.
 """
@@ -31,14 +32,15 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as EventType
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -57,6 +59,8 @@ from bench.common import (
 from services.tokens import secret
 from services.tokens.config import TokensConfig
 from services.tokens.service import LOOKUP_SQL
+
+T = TypeVar("T")
 
 FORWARD = "/v1/auth/forward"
 # The size of the tokens service's pool (services.common.db.create_pool).
@@ -131,6 +135,12 @@ class Validators:
     def forward(self, port: int, token: str | None = None) -> bytes:
         bearer = {"Authorization": f"Bearer {token or self.token}"}
         return http_request(port, "GET", FORWARD, bearer)
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on uvloop, the event loop that the services use."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def run(quick: bool) -> Section:
@@ -241,7 +251,7 @@ def _measure_rates(
     dsn = bench.dsns["tokens"]
 
     def load(port: int, requests: list[bytes]) -> Load:
-        return asyncio.run(
+        return _run(
             http_load(port, requests, 200, settings.seconds, settings.connections)
         )
 
@@ -252,7 +262,7 @@ def _measure_rates(
         measurements.add("hit", load(validators.hit_port, hit))
         measurements.add("miss", load(validators.miss_port, miss))
         query = _query_rate(dsn, [key], settings.seconds, settings.connections)
-        measurements.add("asyncpg", asyncio.run(query))
+        measurements.add("asyncpg", _run(query))
 
 
 async def _query_rate(
@@ -346,7 +356,7 @@ def _background_load(
     total = Load(0, 0.0, 0, [])
     deadline = time.monotonic() + max_seconds
     while not stop.is_set() and time.monotonic() < deadline:
-        chunk = asyncio.run(http_load(port, [request], 200, 1.0, connections))
+        chunk = _run(http_load(port, [request], 200, 1.0, connections))
         total.count += chunk.count
         total.failures += chunk.failures
         total.seconds += chunk.seconds
@@ -521,7 +531,7 @@ def _revocation(
     """Alternate chunks of deletions and of bare Kafka hops, under load."""
     bootstrap = bench.config.kafka_bootstrap
     topic = f"bench-{bench.database}.hop"
-    asyncio.run(_create_topic(bootstrap, topic))
+    _run(_create_topic(bootstrap, topic))
     delays: list[float] = []
     hops: list[float] = []
     chunk = max(1, settings.deletions // settings.revocation_chunks)
@@ -541,10 +551,10 @@ def _revocation(
                         f"more than {REVOCATION_DEADLINE:.0f} s"
                     )
                 count = min(chunk, settings.deletions - len(delays))
-                delays += asyncio.run(_deletions(validators, len(delays), count))
-                hops += asyncio.run(_kafka_hops(bootstrap, topic, count))
+                delays += _run(_deletions(validators, len(delays), count))
+                hops += _run(_kafka_hops(bootstrap, topic, count))
     finally:
-        asyncio.run(_create_topic(bootstrap, topic, delete=True))
+        _run(_create_topic(bootstrap, topic, delete=True))
     section.details += [
         _milliseconds_line("delete to first 401 at the caching process", delays),
         _milliseconds_line("bare aiokafka produce-to-consume hop", hops),
@@ -632,8 +642,8 @@ def _sign_ins(validators: Validators, settings: Settings, section: Section) -> R
             settings.seconds,
             settings.connections,
         )
-        measurements.add("quiet", asyncio.run(quiet))
-        load, latencies = asyncio.run(_load_with_sign_ins(validators, settings))
+        measurements.add("quiet", _run(quiet))
+        load, latencies = _run(_load_with_sign_ins(validators, settings))
         measurements.add("busy", load)
         sign_ins += latencies
     quiet_p99 = percentile(measurements.latencies("quiet"), 0.99)
@@ -712,7 +722,7 @@ def _growth(bench: BenchStack, validators: Validators, settings: Settings) -> li
     miss = [validators.forward(validators.miss_port)]
 
     def rate(port: int, requests: list[bytes]) -> float:
-        load = asyncio.run(
+        load = _run(
             http_load(port, requests, 200, settings.seconds, settings.connections)
         )
         if load.failures:
@@ -720,18 +730,18 @@ def _growth(bench: BenchStack, validators: Validators, settings: Settings) -> li
         return load.per_second
 
     small, large = settings.growth_tokens, settings.growth_tokens * 10
-    asyncio.run(_seed_filler(dsn, 1, small))
+    _run(_seed_filler(dsn, 1, small))
     miss_small = rate(validators.miss_port, miss)
-    asyncio.run(_seed_filler(dsn, small + 1, large))
+    _run(_seed_filler(dsn, small + 1, large))
     miss_large = rate(validators.miss_port, miss)
 
     few, many = settings.growth_cached, settings.growth_cached * 10
-    values = asyncio.run(_seed_valid(dsn, validators, many))
+    values = _run(_seed_valid(dsn, validators, many))
     hit_rates = []
     for count in (few, many):
         requests = [validators.forward(validators.hit_port, v) for v in values[:count]]
         # One pass fills the cache, so that the loop measures hits.
-        asyncio.run(http_load(validators.hit_port, requests, 200, 30.0, 1, count))
+        _run(http_load(validators.hit_port, requests, 200, 30.0, 1, count))
         hit_rates.append(rate(validators.hit_port, requests))
     return [
         f"forward auth, cache off, tokens in the table: {miss_small:,.0f} requests/s "
