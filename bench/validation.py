@@ -29,6 +29,7 @@ import asyncio
 import ipaddress
 import multiprocessing
 import os
+import queue
 import statistics
 import time
 import uuid
@@ -389,13 +390,24 @@ def _load_in_background(
         yield
     finally:
         stop.set()
-        count, seconds, failures, p50, p99 = results.get(timeout=30)
+        try:
+            figures = results.get(timeout=30)
+        except queue.Empty:
+            figures = None
         process.join(timeout=30)
-        report.append(
-            f"background forward-auth load: {count / seconds:,.0f} requests/s, "
-            f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-            f"{failures} unexpected statuses"
+        if process.is_alive():
+            process.kill()
+    if figures is None:
+        raise RuntimeError(
+            f"the background load process exited with {process.exitcode} and "
+            "sent no figures; its traceback is above"
         )
+    count, seconds, failures, p50, p99 = figures
+    report.append(
+        f"background forward-auth load: {count / seconds:,.0f} requests/s, "
+        f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+        f"{failures} unexpected statuses"
+    )
 
 
 class KeepAliveClient:
