@@ -33,9 +33,9 @@ infra-status: install
 demo: install
 	$(PY) scripts/demo.py
 
-# Not a test: prints throughput ratios and delete-to-rejection latencies.
+# Not a test: token validation against ceilings measured in the same run.
 bench-validate: install
-	$(PY) scripts/bench_validate.py
+	$(PY) -m bench --only validation
 
 # Not a test: every benchmark, each figure against a ceiling of the same run.
 bench: install

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import secrets
@@ -12,8 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
-from argon2 import PasswordHasher
-from argon2.exceptions import VerificationError
 from fastapi import (
     APIRouter,
     FastAPI,
@@ -60,7 +57,7 @@ from services.profile.models import (
     UserCreate,
     UserOut,
 )
-from services.profile.passwords import PasswordChange, check_policy
+from services.profile.passwords import PasswordChange, PasswordHashing, check_policy
 from services.profile.pictures import PictureStore
 from services.profile.signatures import SignatureStore
 from services.profile.throttle import SignInThrottle
@@ -80,6 +77,20 @@ class ProfileConfig(ServiceConfig):
     sign_in_max_failures_per_username: int = Field(default=5, ge=1)
     sign_in_max_failures_per_address: int = Field(default=50, ge=1)
     sign_in_window_seconds: int = Field(default=900, ge=1)
+    password_hash_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Maximum number of password hashes and verifications that run "
+        "at once. More wait in a queue. Each uses 64 MiB and up to 4 cores.",
+    )
+    password_hash_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Added to the Linux nice value of the threads that hash "
+        "passwords, so that the event loop of this process runs before them.",
+    )
 
 
 def _user_out(row: Any) -> UserOut:
@@ -100,22 +111,21 @@ class ProfileService:
     def __init__(self, runtime: Runtime, config: ProfileConfig) -> None:
         self.runtime = runtime
         self.config = config
-        self.hasher = PasswordHasher()
+        self.hashing = PasswordHashing(
+            config.password_hash_threads, config.password_hash_niceness
+        )
         # Verified when a username is unknown, so that sign-in takes as long
         # for unknown names as for wrong passwords.
-        self._decoy_hash = self.hasher.hash(secrets.token_hex(16))
+        self._decoy_hash = self.hashing.hasher.hash(secrets.token_hex(16))
         self.attributes = AttributeStore(runtime)
         self.pictures = PictureStore(runtime)
         self.signatures = SignatureStore(runtime)
 
     async def hash_password(self, password: str) -> str:
-        return await asyncio.to_thread(self.hasher.hash, password)
+        return await self.hashing.hash(password)
 
     async def verify_password(self, stored_hash: str, password: str) -> bool:
-        try:
-            return await asyncio.to_thread(self.hasher.verify, stored_hash, password)
-        except VerificationError:
-            return False
+        return await self.hashing.verify(stored_hash, password)
 
     async def _publish_user(
         self, conn: Connection, row: Any, created: bool, at: datetime

@@ -17,6 +17,7 @@ import zlib
 from services.common.auth import PAT_PREFIX
 
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_ALPHABET_CHARACTERS = frozenset(ALPHABET)
 RANDOM_LENGTH = 30
 CHECKSUM_LENGTH = 6
 TOKEN_LENGTH = len(PAT_PREFIX) + RANDOM_LENGTH + CHECKSUM_LENGTH
@@ -45,7 +46,7 @@ def is_well_formed(token: str) -> bool:
     if len(token) != TOKEN_LENGTH or not token.startswith(PAT_PREFIX):
         return False
     body = token[len(PAT_PREFIX) :]
-    if any(char not in ALPHABET for char in body):
+    if not _ALPHABET_CHARACTERS.issuperset(body):
         return False
     random_part, checksum = body[:RANDOM_LENGTH], body[RANDOM_LENGTH:]
     return hmac.compare_digest(_checksum(random_part), checksum)

@@ -44,7 +44,7 @@ SETTING_DEFAULTS: dict[str, Any] = {PAT_ENABLED: False, PAT_MAX_EXPIRE_DAYS: 180
 WARNING_BEFORE_EXPIRY = timedelta(days=7)
 
 # The one statement of a validation that misses the cache, with the owner and
-# the pat_enabled setting; the benchmark (scripts/bench_validate.py) runs it
+# the pat_enabled setting; the benchmark (bench/validation.py) runs it
 # bare for comparison.
 LOOKUP_SQL = (
     "SELECT t.id, t.user_id, t.hash, t.hash_key_id, t.created_at,"
