@@ -51,6 +51,10 @@ Worker = Callable[[], Awaitable[None]]
 
 SHUTDOWN_SECONDS = 10.0
 LAG_INTERVAL_SECONDS = 5.0
+# A batch subscriber's maximum records per batch, and how long it waits for
+# records before it polls again.
+BATCH_MAX_RECORDS = 1000
+BATCH_TIMEOUT_MS = 50
 
 
 class Runtime:
@@ -90,11 +94,13 @@ class Runtime:
             raise RuntimeError(f"{self.name} has not started")
         return self._http
 
-    def consume(self, topic: str) -> EventDispatcher:
+    def consume(self, topic: str, batch: bool = False) -> EventDispatcher:
         """Subscribe to ``topic``; register handlers on the returned dispatcher.
 
         Each topic gets its own consumer group, read from the earliest offset
         the first time, so a new service learns the whole retained history.
+        With ``batch``, each poll's records (at most ``BATCH_MAX_RECORDS``)
+        are applied in one transaction and one offset commit.
         """
         dead_letters = self.topics.dead_letters(self.name)
         dispatcher = EventDispatcher(
@@ -105,10 +111,22 @@ class Runtime:
         async def on_record(message: KafkaMessage) -> None:
             await dispatcher.handle(message)
 
+        async def on_batch(message: KafkaMessage) -> None:
+            await dispatcher.handle_batch(message)
+
         topic_name = topic.removeprefix(self.topics.prefix)
-        on_record.__name__ = f"on_{topic_name.replace('.', '_')}"
+        on_message = on_batch if batch else on_record
+        on_message.__name__ = f"on_{topic_name.replace('.', '_')}"
+        batching: dict[str, Any] = {}
+        if batch:
+            batching = {
+                "batch": True,
+                "max_records": BATCH_MAX_RECORDS,
+                "batch_timeout_ms": BATCH_TIMEOUT_MS,
+            }
         subscriber = self.broker.subscriber(
             topic,
+            **batching,
             group_id=f"{self.topics.prefix}{self.name}.{topic_name}",
             auto_offset_reset="earliest",
             # The offset is committed after the handler returns, and an
@@ -121,7 +139,7 @@ class Runtime:
             title=f"{self.name}: {topic_name}",
             description=f"The {self.name} service applies events from {topic}.",
         )
-        subscriber(on_record)
+        subscriber(on_message)
         self._subscribers.append(subscriber)
         return dispatcher
 

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr
 
 from services.common.cloudevents import Envelope
 from services.common.config import ServiceConfig
+from services.common.consumer import Delivery
 from services.common.db import Connection
 from services.common.observability import CORRELATION_HEADER, EMAILS, correlation_id
 from services.common.runtime import Runtime
@@ -38,6 +39,26 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SEND_BATCH = 10
+# One email per token and kind, however often the event is delivered.
+INSERT_TOKEN_REQUEST = (
+    "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
+    " token_name, expires_at, message_id, correlation_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+)
+# The same for many requests, one array per column. ORDER BY keeps the ids
+# in the order of the events.
+INSERT_TOKEN_REQUESTS = (
+    "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
+    " token_name, expires_at, message_id, correlation_id)"
+    " SELECT dedupe_key, kind, user_id, token_id, token_name, expires_at,"
+    " message_id, correlation_id FROM unnest($1::text[], $2::text[],"
+    " $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[],"
+    " $8::text[]) WITH ORDINALITY AS r(dedupe_key, kind, user_id, token_id,"
+    " token_name, expires_at, message_id, correlation_id, position)"
+    " ORDER BY position"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+)
 
 
 class NotifierConfig(ServiceConfig):
@@ -145,12 +166,33 @@ class Notifier:
     async def _request(
         self, conn: Connection, kind: str, event: TokenExpiring | TokenExpired
     ) -> None:
-        dedupe_key = f"{kind}.{event.token_id}"
         await conn.execute(
-            "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
-            " token_name, expires_at, message_id, correlation_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            " ON CONFLICT (dedupe_key) DO NOTHING",
+            INSERT_TOKEN_REQUEST,
+            *self._request_values(kind, event, correlation_id.get()),
+        )
+
+    async def on_token_events(
+        self, conn: Connection, deliveries: list[Delivery]
+    ) -> None:
+        """Store the email requests of a batch of TokenExpiring and TokenExpired
+        events with one statement."""
+        rows = []
+        for delivery in deliveries:
+            kind = EXPIRING if isinstance(delivery.event, TokenExpiring) else EXPIRED
+            rows.append(
+                self._request_values(kind, delivery.event, delivery.correlation_id)
+            )
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        await conn.execute(INSERT_TOKEN_REQUESTS, *columns)
+
+    def _request_values(
+        self,
+        kind: str,
+        event: TokenExpiring | TokenExpired,
+        correlation: str | None,
+    ) -> tuple[object, ...]:
+        dedupe_key = f"{kind}.{event.token_id}"
+        return (
             dedupe_key,
             kind,
             event.user_id,
@@ -158,7 +200,7 @@ class Notifier:
             event.name,
             event.expires_at,
             f"<{dedupe_key}@{self.config.message_id_domain}>",
-            correlation_id.get(),
+            correlation,
         )
 
     async def send_pending(self) -> int:
@@ -271,13 +313,17 @@ def create_app(config: NotifierConfig | None = None) -> FastAPI:
     notifier = Notifier(runtime, config)
     runtime.add_worker(notifier.send_forever)
 
-    profile_events = runtime.consume(runtime.topics.profile_events)
+    profile_events = runtime.consume(runtime.topics.profile_events, batch=True)
     profile_events.register(UserCreated, notifier.on_user_changed)
     profile_events.register(UserUpdated, notifier.on_user_changed)
     profile_events.register(PasswordChanged, notifier.on_password_changed)
-    tokens_events = runtime.consume(runtime.topics.tokens_events)
-    tokens_events.register(TokenExpiring, notifier.on_token_expiring)
-    tokens_events.register(TokenExpired, notifier.on_token_expired)
+    tokens_events = runtime.consume(runtime.topics.tokens_events, batch=True)
+    tokens_events.register(
+        TokenExpiring, notifier.on_token_expiring, notifier.on_token_events
+    )
+    tokens_events.register(
+        TokenExpired, notifier.on_token_expired, notifier.on_token_events
+    )
 
     return runtime.create_app("notifier")
 
