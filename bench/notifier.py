@@ -39,9 +39,12 @@ from aiosmtpd.controller import Controller
 
 from bench.common import HOST, BenchStack, Row, Section, percentile
 from services.common.cloudevents import encode_headers, encode_value
+from services.common.consumer import INSERT_INBOX_IDS
 from services.common.kafka import PARTITIONS
+from services.common.runtime import BATCH_MAX_RECORDS as BATCH_EVENTS
 from services.contracts import TokenExpired, TokenExpiring, Topics
 from services.launcher import ServiceProcess, free_port
+from services.notifier.app import INSERT_TOKEN_REQUESTS
 from services.notifier.emails import EXPIRED, compose
 
 BACKLOG = 50_000
@@ -407,6 +410,49 @@ async def event_to_email(
         await producer.stop()
 
 
+async def bare_inserts(dsn: str, user_ids: Sequence[uuid.UUID], count: int) -> Rate:
+    """Write the inbox rows and email requests of ``count`` token events with
+    the notifier's own statements, 1,000 events a transaction, then delete
+    them: the database's share of consuming, without Kafka or decoding."""
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "notifier"})
+    try:
+        batches = []
+        for start in range(0, count, BATCH_EVENTS):
+            rows = []
+            for index in range(start, min(count, start + BATCH_EVENTS)):
+                token_id = uuid.uuid4()
+                key = f"{EXPIRED}.{token_id}"
+                rows.append(
+                    (
+                        str(uuid.uuid4()),
+                        TokenExpired.ce_type,
+                        key,
+                        EXPIRED,
+                        user_ids[index % len(user_ids)],
+                        token_id,
+                        f"bare {index}",
+                        datetime.now(UTC),
+                        f"<{key}@bench.invalid>",
+                        None,
+                    )
+                )
+            batches.append([list(column) for column in zip(*rows, strict=True)])
+        started = time.perf_counter()
+        for columns in batches:
+            async with conn.transaction():
+                await conn.fetch(INSERT_INBOX_IDS, columns[0], columns[1])
+                await conn.execute(INSERT_TOKEN_REQUESTS, *columns[2:])
+        seconds = time.perf_counter() - started
+        await conn.execute("DELETE FROM email_requests WHERE token_name LIKE 'bare %'")
+        await conn.execute(
+            "DELETE FROM processed_events WHERE event_id = any($1::text[])",
+            [event_id for columns in batches for event_id in columns[0]],
+        )
+        return Rate(count, seconds)
+    finally:
+        await conn.close()
+
+
 async def count_requests(dsn: str, prefix: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -540,6 +586,7 @@ class NotifierBench:
         large = QUICK_BACKLOG if self.quick else BACKLOG
         small_figure, small_ceiling = self.consume(large // 10)
         figure, ceiling = self.consume(large)
+        database = asyncio.run(bare_inserts(self.dsn, self.user_ids, large))
         self.section.memory.update(self.bench.peak_memory())
         asyncio.run(discard_backlog_requests(self.dsn))
         self.section.rows.append(
@@ -551,6 +598,12 @@ class NotifierBench:
                 ceiling.per_second,
                 0.6,
             )
+        )
+        self.section.details.append(
+            f"notifier consuming: the same inbox rows and email requests written"
+            f" by a bare asyncpg loop, {BATCH_EVENTS:,} events a transaction: "
+            f"{database.per_second:,.0f} events/s, against the notifier's "
+            f"{figure.per_second:,.0f}"
         )
         self.section.growth.append(
             f"notifier consuming: {small_figure.per_second:,.0f} events/s at "

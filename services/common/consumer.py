@@ -68,6 +68,13 @@ RETRY_BASE_SECONDS = 0.2
 OUTAGE_PAUSE_SECONDS = 2.0
 TRUNCATED_BYTES = 64 * 1024
 
+# Records a batch's event ids and types in the inbox; returns the new ids.
+INSERT_INBOX_IDS = (
+    "INSERT INTO processed_events (event_id, event_type)"
+    " SELECT * FROM unnest($1::text[], $2::text[])"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.exceptions.CannotConnectNowError,
@@ -234,9 +241,7 @@ class EventDispatcher:
     async def _apply_batch(self, deliveries: list[Delivery]) -> None:
         async with self._pool().acquire() as conn, conn.transaction():
             inserted = await conn.fetch(
-                "INSERT INTO processed_events (event_id, event_type)"
-                " SELECT * FROM unnest($1::text[], $2::text[])"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                INSERT_INBOX_IDS,
                 [delivery.envelope.id for delivery in deliveries],
                 [delivery.envelope.type for delivery in deliveries],
             )
