@@ -646,7 +646,7 @@ class NotifierBench:
             )
         )
         self.section.details.append(
-            f"scale-out: {2 * count} emails at the delayed sink, 0 duplicate "
+            f"scale-out: {2 * count:,} emails at the delayed sink, 0 duplicate "
             f"Message-IDs; 1 replica {one.per_second:.1f}/s, "
             f"2 replicas {two.per_second:.1f}/s"
         )

@@ -57,7 +57,7 @@ BatchHandler = Callable[[Connection, list[Delivery]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class _Rejection:
-    """Why a record goes to the dead-letter topic."""
+    """The reason to dead-letter a record, and the event type to count it under."""
 
     reason: str
     event_type: str = "unknown"

@@ -51,8 +51,8 @@ Worker = Callable[[], Awaitable[None]]
 
 SHUTDOWN_SECONDS = 10.0
 LAG_INTERVAL_SECONDS = 5.0
-# A batch subscriber's maximum records per batch, and how long it waits for
-# records before it polls again.
+# A batch subscriber's maximum records per batch, and how long one poll waits
+# for records. FastStream 0.7 sleeps as long again after an empty poll.
 BATCH_MAX_RECORDS = 1000
 BATCH_TIMEOUT_MS = 50
 

@@ -326,7 +326,7 @@ class Notifier:
                     await self._smtp.close()
                     await asyncio.sleep(self.config.send_poll_seconds)
         finally:
-            # Shutdown should not wait for the server to answer QUIT.
+            # Shutdown should not wait for the server's reply to QUIT.
             self._smtp.abort()
 
 
