@@ -11,13 +11,21 @@ parsed, or whose handler keeps failing for a reason other than an outage, goes
 to the dead-letter topic with the error and its original headers, and the
 partition moves on. An outage (database or network unreachable) is re-raised
 so that the record is delivered again once the outage ends.
+
+A batch subscriber (``Runtime.consume(topic, batch=True)``) applies a whole
+batch of records in one transaction and commits the offset once for it. When
+any event of the batch fails for a reason other than an outage, the batch is
+rolled back and its events are applied one at a time, with the retries and
+dead letters above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -34,10 +42,38 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, Any, Envelope], Awaitable[None]]
 
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event of a batch, with the correlation id that it travelled with."""
+
+    event: Any
+    envelope: Envelope
+    correlation_id: str | None
+
+
+BatchHandler = Callable[[Connection, list[Delivery]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Rejection:
+    """The reason to dead-letter a record, and the event type to count it under."""
+
+    reason: str
+    event_type: str = "unknown"
+
+
 MAX_ATTEMPTS = 3
 RETRY_BASE_SECONDS = 0.2
 OUTAGE_PAUSE_SECONDS = 2.0
 TRUNCATED_BYTES = 64 * 1024
+
+# Records a batch's event ids and types in the inbox; returns the new ids.
+INSERT_INBOX_IDS = (
+    "INSERT INTO processed_events (event_id, event_type)"
+    " SELECT * FROM unnest($1::text[], $2::text[])"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -63,9 +99,23 @@ class EventDispatcher:
         self._broker = broker
         self._dead_letter_topic = dead_letter_topic
         self._handlers: dict[str, Handler] = {}
+        self._batch_handlers: dict[str, BatchHandler] = {}
 
-    def register(self, event_type: type[Event], handler: Handler) -> None:
+    def register(
+        self,
+        event_type: type[Event],
+        handler: Handler,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
+        """Route ``event_type`` to ``handler``.
+
+        A batch subscriber calls ``batch_handler``, when given, once for each
+        run of consecutive events that share it, in place of ``handler`` per
+        event. Both must have the same effect.
+        """
         self._handlers[event_type.ce_type] = handler
+        if batch_handler is not None:
+            self._batch_handlers[event_type.ce_type] = batch_handler
 
     async def handle(self, message: KafkaMessage) -> None:
         """Apply one Kafka record's effect once, skipping repeats, or dead-letter it."""
@@ -77,26 +127,88 @@ class EventDispatcher:
         finally:
             correlation_id.reset(token)
 
-    async def _handle_record(self, record: Any) -> None:
-        headers = list(record.headers or ())
+    async def handle_batch(self, message: KafkaMessage) -> None:
+        """Apply a batch of Kafka records in one transaction, skipping repeats.
+
+        Records that do not parse are dead-lettered after the batch commits,
+        so that a batch redelivered after an outage does not dead-letter them
+        twice.
+        """
+        records = message.raw_message
+        if not isinstance(records, tuple):
+            records = (records,)
+        accepted: list[tuple[Any, list[tuple[str, bytes]], Delivery]] = []
+        rejected: list[tuple[Any, list[tuple[str, bytes]], _Rejection]] = []
+        for record in records:
+            headers = list(record.headers or ())
+            outcome = self._decode(record, headers)
+            if isinstance(outcome, _Rejection):
+                rejected.append((record, headers, outcome))
+            elif outcome is not None:
+                delivery = Delivery(outcome.event, outcome, _correlation_id(headers))
+                accepted.append((record, headers, delivery))
+        if accepted:
+            try:
+                await self._apply_batch([delivery for _, _, delivery in accepted])
+            except OUTAGE_ERRORS as error:
+                log.warning(
+                    "outage while applying a batch of %d events: %r",
+                    len(accepted),
+                    error,
+                )
+                await asyncio.sleep(OUTAGE_PAUSE_SECONDS)
+                raise
+            except Exception as error:
+                log.warning(
+                    "applying a batch of %d events failed; applying them one at a"
+                    " time: %r",
+                    len(accepted),
+                    error,
+                )
+                for record, headers, delivery in accepted:
+                    token = correlation_id.set(delivery.correlation_id)
+                    try:
+                        await self._apply_with_retries(
+                            record, headers, delivery.envelope
+                        )
+                    finally:
+                        correlation_id.reset(token)
+        for record, headers, rejection in rejected:
+            await self._dead_letter(
+                record, headers, rejection.reason, rejection.event_type
+            )
+
+    def _decode(
+        self, record: Any, headers: list[tuple[str, bytes]]
+    ) -> Envelope | _Rejection | None:
+        """Return the envelope to apply, the reason to dead-letter the record,
+        or None for an event type that this consumer does not handle."""
         try:
             envelope = decode(headers, record.value)
         except InvalidEvent as error:
-            await self._dead_letter(record, headers, f"invalid event: {error}")
-            return
-
+            return _Rejection(f"invalid event: {error}")
         if envelope.event is None:
             # A type no version of the contracts defines, perhaps from a newer
             # producer: kept as a dead letter, to replay after an upgrade.
-            reason = f"unknown event type {envelope.type!r}"
-            await self._dead_letter(record, headers, reason, envelope.type)
-            return
-        handler = self._handlers.get(envelope.type)
-        if handler is None:
+            return _Rejection(f"unknown event type {envelope.type!r}", envelope.type)
+        if envelope.type not in self._handlers:
             self._count(envelope.type, "skipped")
             log.debug("skipped event type %s id=%s", envelope.type, envelope.id)
-            return
+            return None
+        return envelope
 
+    async def _handle_record(self, record: Any) -> None:
+        headers = list(record.headers or ())
+        outcome = self._decode(record, headers)
+        if isinstance(outcome, _Rejection):
+            await self._dead_letter(record, headers, outcome.reason, outcome.event_type)
+        elif outcome is not None:
+            await self._apply_with_retries(record, headers, outcome)
+
+    async def _apply_with_retries(
+        self, record: Any, headers: list[tuple[str, bytes]], envelope: Envelope
+    ) -> None:
+        handler = self._handlers[envelope.type]
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 await self._apply_once(handler, envelope)
@@ -126,6 +238,67 @@ class EventDispatcher:
                 )
                 await asyncio.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
 
+    async def _apply_batch(self, deliveries: list[Delivery]) -> None:
+        async with self._pool().acquire() as conn, conn.transaction():
+            inserted = await conn.fetch(
+                INSERT_INBOX_IDS,
+                [delivery.envelope.id for delivery in deliveries],
+                [delivery.envelope.type for delivery in deliveries],
+            )
+            new_ids = {row["event_id"] for row in inserted}
+            fresh: list[Delivery] = []
+            for delivery in deliveries:
+                envelope = delivery.envelope
+                if envelope.id in new_ids:
+                    # Removed, so that a second copy in the same batch is a
+                    # duplicate too.
+                    new_ids.discard(envelope.id)
+                    fresh.append(delivery)
+                else:
+                    self._count(envelope.type, "duplicate")
+                    log.info("skipped duplicate %s id=%s", envelope.type, envelope.id)
+            for batch_handler, run in self._runs(fresh):
+                if batch_handler is not None:
+                    await batch_handler(conn, run)
+                    continue
+                for delivery in run:
+                    handler = self._handlers[delivery.envelope.type]
+                    token = correlation_id.set(delivery.correlation_id)
+                    try:
+                        await handler(conn, delivery.event, delivery.envelope)
+                    finally:
+                        correlation_id.reset(token)
+        applied = Counter(delivery.envelope.type for delivery in fresh)
+        for event_type, count in applied.items():
+            self._count(event_type, "applied", count)
+        for delivery in fresh:
+            envelope = delivery.envelope
+            log.info(
+                "applied %s id=%s subject=%s",
+                envelope.type,
+                envelope.id,
+                envelope.subject,
+            )
+
+    def _runs(
+        self, deliveries: list[Delivery]
+    ) -> Iterator[tuple[BatchHandler | None, list[Delivery]]]:
+        """Split ``deliveries`` in order into runs that share a batch handler.
+
+        Events without a batch handler come in runs of one.
+        """
+        run: list[Delivery] = []
+        current: BatchHandler | None = None
+        for delivery in deliveries:
+            batch_handler = self._batch_handlers.get(delivery.envelope.type)
+            if run and (batch_handler is None or batch_handler != current):
+                yield current, run
+                run = []
+            run.append(delivery)
+            current = batch_handler
+        if run:
+            yield current, run
+
     async def _apply_once(self, handler: Handler, envelope: Envelope) -> None:
         async with self._pool().acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
@@ -144,8 +317,8 @@ class EventDispatcher:
             "applied %s id=%s subject=%s", envelope.type, envelope.id, envelope.subject
         )
 
-    def _count(self, event_type: str, outcome: str) -> None:
-        EVENTS_CONSUMED.labels(self._service, event_type, outcome).inc()
+    def _count(self, event_type: str, outcome: str, count: int = 1) -> None:
+        EVENTS_CONSUMED.labels(self._service, event_type, outcome).inc(count)
 
     async def _dead_letter(
         self,
@@ -187,3 +360,11 @@ class EventDispatcher:
             record.offset,
             reason,
         )
+
+
+def _correlation_id(headers: list[tuple[str, bytes]]) -> str | None:
+    """Return the ``correlation_id`` header that FastStream's publisher sets."""
+    for name, raw in headers:
+        if name == "correlation_id":
+            return raw.decode(errors="replace") or None
+    return None

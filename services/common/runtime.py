@@ -54,6 +54,10 @@ LAG_INTERVAL_SECONDS = 5.0
 # Credential checks against the profile and tokens services.
 HTTP_TIMEOUT_SECONDS = 5.0
 HTTP_CONNECTIONS = 100
+# A batch subscriber's maximum records per batch, and how long one poll waits
+# for records. FastStream 0.7 sleeps as long again after an empty poll.
+BATCH_MAX_RECORDS = 1000
+BATCH_TIMEOUT_MS = 50
 
 
 class Runtime:
@@ -93,11 +97,13 @@ class Runtime:
             raise RuntimeError(f"{self.name} has not started")
         return self._http
 
-    def consume(self, topic: str) -> EventDispatcher:
+    def consume(self, topic: str, batch: bool = False) -> EventDispatcher:
         """Subscribe to ``topic``; register handlers on the returned dispatcher.
 
         Each topic gets its own consumer group, read from the earliest offset
         the first time, so a new service learns the whole retained history.
+        With ``batch``, each poll's records (at most ``BATCH_MAX_RECORDS``)
+        are applied in one transaction and one offset commit.
         """
         dead_letters = self.topics.dead_letters(self.name)
         dispatcher = EventDispatcher(
@@ -108,10 +114,22 @@ class Runtime:
         async def on_record(message: KafkaMessage) -> None:
             await dispatcher.handle(message)
 
+        async def on_batch(message: KafkaMessage) -> None:
+            await dispatcher.handle_batch(message)
+
         topic_name = topic.removeprefix(self.topics.prefix)
-        on_record.__name__ = f"on_{topic_name.replace('.', '_')}"
+        on_message = on_batch if batch else on_record
+        on_message.__name__ = f"on_{topic_name.replace('.', '_')}"
+        batching: dict[str, Any] = {}
+        if batch:
+            batching = {
+                "batch": True,
+                "max_records": BATCH_MAX_RECORDS,
+                "batch_timeout_ms": BATCH_TIMEOUT_MS,
+            }
         subscriber = self.broker.subscriber(
             topic,
+            **batching,
             group_id=f"{self.topics.prefix}{self.name}.{topic_name}",
             auto_offset_reset="earliest",
             # The offset is committed after the handler returns, and an
@@ -124,7 +142,7 @@ class Runtime:
             title=f"{self.name}: {topic_name}",
             description=f"The {self.name} service applies events from {topic}.",
         )
-        subscriber(on_record)
+        subscriber(on_message)
         self._subscribers.append(subscriber)
         return dispatcher
 

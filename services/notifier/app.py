@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr
 
 from services.common.cloudevents import Envelope
 from services.common.config import ServiceConfig
+from services.common.consumer import Delivery
 from services.common.db import Connection
 from services.common.observability import CORRELATION_HEADER, EMAILS, correlation_id
 from services.common.runtime import Runtime
@@ -38,6 +39,29 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SEND_BATCH = 10
+# NOTE: a guess. Some SMTP servers limit the messages per connection, and one
+# new connection per 100 emails costs little.
+MAX_EMAILS_PER_CONNECTION = 100
+# One email per token and kind, however often the event is delivered.
+INSERT_TOKEN_REQUEST = (
+    "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
+    " token_name, expires_at, message_id, correlation_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+)
+# The same for many requests, one array per column. ORDER BY keeps the ids
+# in the order of the events.
+INSERT_TOKEN_REQUESTS = (
+    "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
+    " token_name, expires_at, message_id, correlation_id)"
+    " SELECT dedupe_key, kind, user_id, token_id, token_name, expires_at,"
+    " message_id, correlation_id FROM unnest($1::text[], $2::text[],"
+    " $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[],"
+    " $8::text[]) WITH ORDINALITY AS r(dedupe_key, kind, user_id, token_id,"
+    " token_name, expires_at, message_id, correlation_id, position)"
+    " ORDER BY position"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+)
 
 
 class NotifierConfig(ServiceConfig):
@@ -56,21 +80,18 @@ class NotifierConfig(ServiceConfig):
 
 
 class _Connection:
-    """One SMTP connection for a batch, opened on the first send.
+    """An SMTP connection that the sender keeps open while emails are due.
 
-    A failed connection is dropped, so the next email of the batch tries a
-    new one; each email's failure is recorded on its own request.
+    It is opened on the first send and closed when the queue is empty, after
+    ``MAX_EMAILS_PER_CONNECTION`` emails, and after any failed send, so that
+    the next email tries a new one. Each email's failure is recorded on its
+    own request.
     """
 
     def __init__(self, config: NotifierConfig) -> None:
         self._config = config
         self._client: aiosmtplib.SMTP | None = None
-
-    async def __aenter__(self) -> _Connection:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self._close()
+        self._sent = 0
 
     async def send(self, message: EmailMessage) -> None:
         if self._client is None:
@@ -81,13 +102,24 @@ class _Connection:
             )
             await client.connect()
             self._client = client
+            self._sent = 0
         try:
             await self._client.send_message(message)
-        except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
-            await self._close()
+        except Exception:
+            # The session may be in any state after an error reply or a
+            # broken connection, so the next email starts a new one.
+            await self.close()
             raise
+        self._sent += 1
+        if self._sent >= MAX_EMAILS_PER_CONNECTION:
+            await self.close()
 
-    async def _close(self) -> None:
+    def abort(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None and client.is_connected:
             try:
@@ -100,6 +132,7 @@ class Notifier:
     def __init__(self, runtime: Runtime, config: NotifierConfig) -> None:
         self.runtime = runtime
         self.config = config
+        self._smtp = _Connection(config)
 
     async def on_user_changed(
         self, conn: Connection, event: UserCreated | UserUpdated, _: Envelope
@@ -145,12 +178,33 @@ class Notifier:
     async def _request(
         self, conn: Connection, kind: str, event: TokenExpiring | TokenExpired
     ) -> None:
-        dedupe_key = f"{kind}.{event.token_id}"
         await conn.execute(
-            "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
-            " token_name, expires_at, message_id, correlation_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            " ON CONFLICT (dedupe_key) DO NOTHING",
+            INSERT_TOKEN_REQUEST,
+            *self._request_values(kind, event, correlation_id.get()),
+        )
+
+    async def on_token_events(
+        self, conn: Connection, deliveries: list[Delivery]
+    ) -> None:
+        """Store the email requests of a batch of TokenExpiring and TokenExpired
+        events with one statement."""
+        rows = []
+        for delivery in deliveries:
+            kind = EXPIRING if isinstance(delivery.event, TokenExpiring) else EXPIRED
+            rows.append(
+                self._request_values(kind, delivery.event, delivery.correlation_id)
+            )
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        await conn.execute(INSERT_TOKEN_REQUESTS, *columns)
+
+    def _request_values(
+        self,
+        kind: str,
+        event: TokenExpiring | TokenExpired,
+        correlation: str | None,
+    ) -> tuple[object, ...]:
+        dedupe_key = f"{kind}.{event.token_id}"
+        return (
             dedupe_key,
             kind,
             event.user_id,
@@ -158,16 +212,18 @@ class Notifier:
             event.name,
             event.expires_at,
             f"<{dedupe_key}@{self.config.message_id_domain}>",
-            correlation_id.get(),
+            correlation,
         )
 
     async def send_pending(self) -> int:
         """Send one batch of due emails; return how many were attempted.
 
         Rows stay locked (``FOR UPDATE SKIP LOCKED``) while they are sent, so
-        replicas never send the same email at once. A crash after the server
-        accepted an email but before the commit sends it again with the same
-        Message-ID, which lets the recipient's mail system recognise it.
+        replicas never send the same email at once. The sent rows are marked
+        with one statement, in the transaction that locked them. A crash after
+        the server accepted an email but before the commit sends it again with
+        the same Message-ID, which lets the recipient's mail system recognise
+        it.
         """
         async with self.runtime.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -177,29 +233,30 @@ class Notifier:
                 " ORDER BY r.id LIMIT $1 FOR UPDATE OF r SKIP LOCKED",
                 SEND_BATCH,
             )
-            if rows:
-                async with _Connection(self.config) as smtp:
-                    for row in rows:
-                        await self._send(conn, row, smtp)
+            sent = []
+            for row in rows:
+                if await self._send(conn, row):
+                    sent.append(row["id"])
+            if sent:
+                await conn.execute(
+                    "UPDATE email_requests SET status = 'sent', sent_at = now(),"
+                    " attempts = attempts + 1, last_error = NULL"
+                    " WHERE id = any($1::bigint[])",
+                    sent,
+                )
         return len(rows)
 
-    async def _send(
-        self, conn: Connection, row: asyncpg.Record, smtp: _Connection
-    ) -> None:
+    async def _send(self, conn: Connection, row: asyncpg.Record) -> bool:
+        """Send one email; record a failure on its row and return False."""
         try:
-            await self._deliver(row, smtp)
+            await self._deliver(row)
         except Exception as error:
             # Any failure stays with its own row, so one bad request never
             # rolls back, and so resends, the rest of the batch.
             EMAILS.labels(row["kind"], "failed").inc()
             await self._record_failure(conn, row, error)
-            return
+            return False
         EMAILS.labels(row["kind"], "sent").inc()
-        await conn.execute(
-            "UPDATE email_requests SET status = 'sent', sent_at = now(),"
-            " attempts = attempts + 1, last_error = NULL WHERE id = $1",
-            row["id"],
-        )
         log.info(
             "sent %s email %s (token %s) to user %s",
             row["kind"],
@@ -207,6 +264,7 @@ class Notifier:
             row["token_id"],
             row["user_id"],
         )
+        return True
 
     def _compose(self, row: asyncpg.Record) -> EmailMessage:
         if row["kind"] == PASSWORD_CHANGED:
@@ -229,11 +287,11 @@ class Notifier:
             message_id=row["message_id"],
         )
 
-    async def _deliver(self, row: asyncpg.Record, smtp: _Connection) -> None:
+    async def _deliver(self, row: asyncpg.Record) -> None:
         message = self._compose(row)
         if row["correlation_id"]:
             message[CORRELATION_HEADER] = row["correlation_id"]
-        await smtp.send(message)
+        await self._smtp.send(message)
 
     async def _record_failure(
         self, conn: Connection, row: asyncpg.Record, error: Exception
@@ -260,9 +318,16 @@ class Notifier:
         )
 
     async def send_forever(self) -> None:
-        while True:
-            if await self.send_pending() < SEND_BATCH:
-                await asyncio.sleep(self.config.send_poll_seconds)
+        try:
+            while True:
+                if await self.send_pending() < SEND_BATCH:
+                    # Nothing more is due now: release the SMTP connection
+                    # rather than let the server time it out.
+                    await self._smtp.close()
+                    await asyncio.sleep(self.config.send_poll_seconds)
+        finally:
+            # Shutdown should not wait for the server's reply to QUIT.
+            self._smtp.abort()
 
 
 def create_app(config: NotifierConfig | None = None) -> FastAPI:
@@ -271,13 +336,17 @@ def create_app(config: NotifierConfig | None = None) -> FastAPI:
     notifier = Notifier(runtime, config)
     runtime.add_worker(notifier.send_forever)
 
-    profile_events = runtime.consume(runtime.topics.profile_events)
+    profile_events = runtime.consume(runtime.topics.profile_events, batch=True)
     profile_events.register(UserCreated, notifier.on_user_changed)
     profile_events.register(UserUpdated, notifier.on_user_changed)
     profile_events.register(PasswordChanged, notifier.on_password_changed)
-    tokens_events = runtime.consume(runtime.topics.tokens_events)
-    tokens_events.register(TokenExpiring, notifier.on_token_expiring)
-    tokens_events.register(TokenExpired, notifier.on_token_expired)
+    tokens_events = runtime.consume(runtime.topics.tokens_events, batch=True)
+    tokens_events.register(
+        TokenExpiring, notifier.on_token_expiring, notifier.on_token_events
+    )
+    tokens_events.register(
+        TokenExpired, notifier.on_token_expired, notifier.on_token_events
+    )
 
     return runtime.create_app("notifier")
 
