@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from faststream.kafka import KafkaBroker
@@ -154,9 +155,24 @@ class OutboxRelay:
         )
         confirmed: list[int] = []
         try:
-            for row in rows:
-                await self._publish(row)
-                confirmed.append(row["id"])
+            # Every row of the batch is handed to the producer before any
+            # confirmation is awaited: the producer keeps one request in
+            # flight per partition, so records of one key reach the broker
+            # in the order sent. Confirmations are awaited in that order,
+            # and only rows up to the first failure are marked.
+            pending: list[asyncio.Future[Any]] = []
+            try:
+                for row in rows:
+                    pending.append(await self._publish(row))
+                for row, delivery in zip(rows, pending, strict=False):
+                    await delivery
+                    confirmed.append(row["id"])
+                    self._published(row)
+            finally:
+                # After a failure the later confirmations are not awaited;
+                # their outcome is read so that asyncio does not log it.
+                for delivery in pending:
+                    delivery.add_done_callback(_read_outcome)
         finally:
             # One UPDATE for the confirmed rows of the batch instead of one
             # commit per row. A crash before it republishes those rows with
@@ -173,7 +189,8 @@ class OutboxRelay:
         OUTBOX_BACKLOG.labels(self._service).set(backlog)
         return len(rows)
 
-    async def _publish(self, row: asyncpg.Record) -> None:
+    async def _publish(self, row: asyncpg.Record) -> asyncio.Future[Any]:
+        """Hand one row to the producer; return its confirmation."""
         headers = encode_headers(
             row["event_id"],
             row["event_type"],
@@ -181,14 +198,18 @@ class OutboxRelay:
             row["key"],
             row["occurred_at"],
         )
-        # Waiting for each confirmation keeps the order of events per key.
-        await self._broker.publish(
+        delivery = await self._broker.publish(
             encode_value(json.loads(row["payload"])),
             row["topic"],
             key=row["key"].encode(),
             headers=headers,
             correlation_id=row["correlation_id"] or str(row["event_id"]),
+            no_confirm=True,
         )
+        assert isinstance(delivery, asyncio.Future)
+        return delivery
+
+    def _published(self, row: asyncpg.Record) -> None:
         EVENTS_PUBLISHED.labels(self._service, row["event_type"]).inc()
         log.info(
             "published %s event_id=%s key=%s",
@@ -196,3 +217,8 @@ class OutboxRelay:
             row["event_id"],
             row["key"],
         )
+
+
+def _read_outcome(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled():
+        delivery.exception()

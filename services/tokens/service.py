@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import logging
@@ -42,6 +43,10 @@ PAT_MAX_EXPIRE_DAYS = "pat_max_expire_days"
 SETTING_DEFAULTS: dict[str, Any] = {PAT_ENABLED: False, PAT_MAX_EXPIRE_DAYS: 180}
 
 WARNING_BEFORE_EXPIRY = timedelta(days=7)
+# How often, and after how long, a scan looks again for due rows that were
+# locked when it passed.
+LOCKED_ROW_RETRIES = 3
+LOCKED_ROW_WAIT_SECONDS = 0.05
 
 # The one statement of a validation that misses the cache, with the owner and
 # the pat_enabled setting; the benchmark (bench/validation.py) runs it
@@ -526,38 +531,44 @@ class TokenService:
         warning query excludes them, so a scan after downtime sends no stale
         one-week warning for a token that has already expired.
         """
-        expired = expiring = 0
-        while True:
-            count = await self._scan_batch(expired=True)
-            expired += count
-            if count < self._scan_batch_size:
-                break
-        while True:
-            count = await self._scan_batch(expired=False)
-            expiring += count
-            if count < self._scan_batch_size:
-                break
+        expired = await self._scan_all(expired=True)
+        expiring = await self._scan_all(expired=False)
         if expired or expiring:
             log.info("expiry scan: %d expiring, %d expired", expiring, expired)
         return ScanResult(expiring=expiring, expired=expired)
 
+    async def _scan_all(self, expired: bool) -> int:
+        """Claim batches until none is left; return how many tokens were due.
+
+        ``SKIP LOCKED`` passes over a due row that another transaction has
+        locked: the usage recorder's flush, or a scan in another replica.
+        Such locks last milliseconds, so a pass that leaves due rows behind
+        waits briefly and tries again, a few times at most.
+        """
+        total = 0
+        retries = LOCKED_ROW_RETRIES
+        while True:
+            count = await self._scan_batch(expired)
+            total += count
+            if count == self._scan_batch_size:
+                continue
+            if retries == 0 or not await self._any_due(expired):
+                return total
+            retries -= 1
+            await asyncio.sleep(LOCKED_ROW_WAIT_SECONDS)
+
+    async def _any_due(self, expired: bool) -> bool:
+        column, due, _ = _due_condition(expired)
+        found: bool = await self.runtime.pool.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM tokens WHERE {column} IS NULL"
+            f" AND revoked_at IS NULL AND {due})",
+            self.clock.now(),
+        )
+        return found
+
     async def _scan_batch(self, expired: bool) -> int:
         now = self.clock.now()
-        if expired:
-            column = "expired_event_at"
-            due = "expires_at <= $1"
-            event_type = TokenExpired.ce_type
-        else:
-            # A token created with a week or less to live gets no warning: its
-            # owner chose that expiry moments ago.
-            column = "expiring_event_at"
-            due = (
-                "expires_at > $1 AND expires_at - interval '7 days' <= $1"
-                " AND created_at < expires_at - interval '7 days'"
-            )
-            event_type = TokenExpiring.ce_type
-        # NOTE: SKIP LOCKED also skips a row that the usage recorder's flush
-        # has locked at that moment, and only the next pass expires it.
+        column, due, event_type = _due_condition(expired)
         # One statement claims and marks the batch and writes its events, so
         # no row crosses into Python. The payload is built as TokenExpired
         # and TokenExpiring serialise (tests/e2e/test_lifecycle.py checks it).
@@ -592,6 +603,19 @@ class TokenService:
                 "SELECT pg_notify($1, '')", notify_channel(self.runtime.schema)
             )
         return count
+
+
+def _due_condition(expired: bool) -> tuple[str, str, str]:
+    """Return the mark column, the due condition on ``$1`` and the event type."""
+    if expired:
+        return "expired_event_at", "expires_at <= $1", TokenExpired.ce_type
+    # A token created with a week or less to live gets no warning: its owner
+    # chose that expiry moments ago.
+    due = (
+        "expires_at > $1 AND expires_at - interval '7 days' <= $1"
+        " AND created_at < expires_at - interval '7 days'"
+    )
+    return "expiring_event_at", due, TokenExpiring.ce_type
 
 
 def _json_datetime(column: str) -> str:
