@@ -8,7 +8,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -47,8 +47,6 @@ WARNING_BEFORE_EXPIRY = timedelta(days=7)
 # locked when it passed.
 LOCKED_ROW_RETRIES = 3
 LOCKED_ROW_WAIT_SECONDS = 0.05
-# The (expires_at, id) key before every token, where each scan pass starts.
-SCAN_START = (datetime(1, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 
 # The one statement of a validation that misses the cache, with the owner and
 # the pat_enabled setting; the benchmark (bench/validation.py) runs it
@@ -542,28 +540,21 @@ class TokenService:
     async def _scan_all(self, expired: bool) -> int:
         """Claim batches until none is left; return how many tokens were due.
 
-        Each batch starts after the last row of the one before, so that it
-        need not step over the index entries of the rows just marked, which
-        stay in the index until vacuum removes them.
-
         ``SKIP LOCKED`` passes over a due row that another transaction has
         locked: the usage recorder's flush, or a scan in another replica.
         Such locks last milliseconds, so a pass that leaves due rows behind
-        waits briefly and tries again from the start, a few times at most.
+        waits briefly and tries again, a few times at most.
         """
         total = 0
         retries = LOCKED_ROW_RETRIES
-        after = SCAN_START
         while True:
-            count, last = await self._scan_batch(expired, after)
+            count = await self._scan_batch(expired)
             total += count
-            if count == self._scan_batch_size and last is not None:
-                after = last
+            if count == self._scan_batch_size:
                 continue
             if retries == 0 or not await self._any_due(expired):
                 return total
             retries -= 1
-            after = SCAN_START
             await asyncio.sleep(LOCKED_ROW_WAIT_SECONDS)
 
     async def _any_due(self, expired: bool) -> bool:
@@ -575,22 +566,17 @@ class TokenService:
         )
         return found
 
-    async def _scan_batch(
-        self, expired: bool, after: tuple[datetime, uuid.UUID]
-    ) -> tuple[int, tuple[datetime, uuid.UUID] | None]:
-        """Claim one batch of due rows after ``after`` in (expires_at, id)
-        order; return its size and its last row's key."""
+    async def _scan_batch(self, expired: bool) -> int:
         now = self.clock.now()
         column, due, event_type = _due_condition(expired)
         # One statement claims and marks the batch and writes its events, so
         # no row crosses into Python. The payload is built as TokenExpired
         # and TokenExpiring serialise (tests/e2e/test_lifecycle.py checks it).
-        result = await self.runtime.pool.fetchrow(
+        count: int = await self.runtime.pool.fetchval(
             "WITH claimed AS ("
-            f" SELECT id, expires_at FROM tokens WHERE {column} IS NULL"
+            f" SELECT id FROM tokens WHERE {column} IS NULL"
             f" AND revoked_at IS NULL AND {due}"
-            " AND expires_at >= $6 AND (expires_at, id) > ($6, $7)"
-            " ORDER BY expires_at, id LIMIT $2 FOR UPDATE SKIP LOCKED),"
+            " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
             " marked AS ("
             # ANY(ARRAY(...)) looks each row up by its key, because a join with
             # the claimed rows was planned as a scan of the whole table.
@@ -605,26 +591,18 @@ class TokenService:
             f" 'name', name, 'expires_at', {_json_datetime('expires_at')}),"
             " $1, $5 FROM marked ORDER BY expires_at, id"
             " RETURNING 1)"
-            " SELECT (SELECT count(*) FROM events) AS count,"
-            " last.expires_at, last.id FROM (SELECT 1) AS one LEFT JOIN"
-            " (SELECT expires_at, id FROM claimed"
-            " ORDER BY expires_at DESC, id DESC LIMIT 1) AS last ON true",
+            " SELECT count(*) FROM events",
             now,
             self._scan_batch_size,
             self.runtime.topics.tokens_events,
             event_type,
             correlation_id.get(),
-            *after,
         )
-        assert result is not None
-        count: int = result["count"]
         if count:
             await self.runtime.pool.execute(
                 "SELECT pg_notify($1, '')", notify_channel(self.runtime.schema)
             )
-        if result["id"] is None:
-            return count, None
-        return count, (result["expires_at"], result["id"])
+        return count
 
 
 def _due_condition(expired: bool) -> tuple[str, str, str]:
