@@ -26,9 +26,15 @@ FLUSH_SECONDS = 1.0
 MAX_PENDING = 100_000
 
 
+# The longest textual IPv6 address is 45 characters (eight groups, the last
+# two written as IPv4); a zone id such as %eth0 adds a few more. Anything
+# longer is not an address and is neither parsed nor kept in the cache below.
+MAX_ADDRESS_CHARS = 64
+
+
 def parse_address(text: str | None) -> str | None:
     """Return a normalised IPv4 or IPv6 address, or None if ``text`` is not one."""
-    if not text:
+    if not text or len(text) > MAX_ADDRESS_CHARS:
         return None
     return _parse_address(text)
 
