@@ -11,7 +11,9 @@ import argparse
 import importlib
 import os
 import platform
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,11 +71,17 @@ def main() -> None:
     arguments = parser.parse_args()
     started = time.monotonic()
     sections: list[Section] = []
+    failed: list[str] = []
     for name in arguments.only:
         module = importlib.import_module(f"bench.{name}")
         run: Callable[[bool], Section] = module.run
         print(f"running {name} ...", flush=True)
-        sections.append(run(arguments.quick))
+        try:
+            sections.append(run(arguments.quick))
+        except Exception:
+            # The other benchmarks' figures are still worth printing.
+            traceback.print_exc()
+            failed.append(name)
 
     print(f"\nmachine: {machine()}")
     print(f"took {time.monotonic() - started:.0f} s\n")
@@ -94,6 +102,8 @@ def main() -> None:
     print("\npeak resident memory per service process (largest over all runs)")
     for service, kib in sorted(peaks.items()):
         print(f"  {service:<10} {kib / 1024:7.1f} MiB")
+    if failed:
+        sys.exit(f"\nfailed: {', '.join(failed)} (traceback above)")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,12 @@ is bounded in count and in time.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +30,7 @@ HOST = "127.0.0.1"
 ADMIN_PASSWORD = "admin-dev-only-password"
 PASSWORD = "bench-dev-only-password"
 MAX_REQUESTS = 200_000
+REQUEST_TIMEOUT_SECONDS = 10.0
 OUTBOX_DRAIN_SECONDS = 300.0
 
 
@@ -51,6 +56,8 @@ class Row:
 
     @property
     def met(self) -> bool:
+        if not self.ceiling_value:
+            return False
         if self.at_most:
             return self.ratio <= self.target
         return self.ratio >= self.target
@@ -72,7 +79,7 @@ class Section:
 def percentile(values: list[float], fraction: float) -> float:
     """Return the nearest-rank percentile of ``values``."""
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
     return ordered[index]
 
 
@@ -289,27 +296,42 @@ async def _keep_alive_client(
     before any goes out again.
     """
     reader, writer = await asyncio.open_connection(HOST, port)
+    # A server that stops answering ends the loop by this time at the latest.
+    limit = max(0.0, deadline - time.monotonic()) + REQUEST_TIMEOUT_SECONDS
     try:
-        while time.monotonic() < deadline and budget[0] > 0:
-            budget[0] -= 1
-            turn = load.sent
-            load.sent += 1
-            started = time.perf_counter()
-            writer.write(requests[turn % len(requests)])
-            # One read for the whole head keeps the client's cost per request
-            # low, so that the server is what the figures measure.
-            head = (await reader.readuntil(b"\r\n\r\n")).lower()
-            start = head.index(b"content-length:") + len(b"content-length:")
-            length = int(head[start : head.index(b"\r\n", start)])
-            await reader.readexactly(length)
-            load.latencies.append(time.perf_counter() - started)
-            if int(head[9:12]) == expected:
-                load.count += 1
-            else:
-                load.failures += 1
+        async with asyncio.timeout(limit):
+            await _exchange(reader, writer, requests, expected, deadline, budget, load)
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def _exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    requests: list[bytes],
+    expected: int,
+    deadline: float,
+    budget: list[int],
+    load: Load,
+) -> None:
+    while time.monotonic() < deadline and budget[0] > 0:
+        budget[0] -= 1
+        turn = load.sent
+        load.sent += 1
+        started = time.perf_counter()
+        writer.write(requests[turn % len(requests)])
+        # One read for the whole head keeps the client's cost per request
+        # low, so that the server is what the figures measure.
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        start = head.index(b"content-length:") + len(b"content-length:")
+        length = int(head[start : head.index(b"\r\n", start)])
+        await reader.readexactly(length)
+        load.latencies.append(time.perf_counter() - started)
+        if int(head[9:12]) == expected:
+            load.count += 1
+        else:
+            load.failures += 1
 
 
 async def http_load(
@@ -335,3 +357,30 @@ async def http_load(
     )
     load.seconds = time.monotonic() - start
     return load
+
+
+@contextmanager
+def pinned(server_pids: list[int], section: Section, servers: str) -> Iterator[None]:
+    """Run the servers under test on the last core and this process on the others.
+
+    Processes started inside inherit this process's cores, so the background
+    load generators stay off the servers' core too.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        section.details.append("one core only: load generator and servers share it")
+        yield
+        return
+    server_core, load_cores = {cores[-1]}, set(cores[:-1])
+    # The servers keep this core until the stack stops them.
+    for pid in server_pids:
+        os.sched_setaffinity(pid, server_core)
+    os.sched_setaffinity(0, load_cores)
+    section.details.append(
+        f"{servers} on core {cores[-1]}, load generators on cores "
+        f"{', '.join(map(str, sorted(load_cores)))}"
+    )
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, set(cores))

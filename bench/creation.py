@@ -35,6 +35,7 @@ from bench.common import (
     http_load,
     http_request,
     latency_line,
+    pinned,
     wait_for_outbox,
 )
 from services.common.db import create_pool
@@ -241,8 +242,18 @@ def run(quick: bool) -> Section:
         admin = bench.admin_session()
         sessions = bench.create_users(admin, sizes.users)
         asyncio.run(create_ceiling_tables(bench.superuser_dsn))
-        first = asyncio.run(measure(bench, sessions, sizes, sizes.existing_tokens))
-        grown = asyncio.run(measure(bench, sessions, sizes, sizes.existing_tokens * 10))
+        placement = Section()
+        servers = [
+            replica.process.pid
+            for name in ("tokens", "profile")
+            for replica in bench.stack.replicas[name]
+            if replica.process is not None
+        ]
+        with pinned(servers, placement, "tokens and profile processes"):
+            first = asyncio.run(measure(bench, sessions, sizes, sizes.existing_tokens))
+            grown = asyncio.run(
+                measure(bench, sessions, sizes, sizes.existing_tokens * 10)
+            )
         memory = bench.peak_memory()
 
     row = Row(
@@ -254,6 +265,7 @@ def run(quick: bool) -> Section:
         target=TARGET,
     )
     details = [
+        *placement.details,
         latency_line("token creation (POST /v1/tokens)", first.latencies),
         "token creation rounds, API / ceiling per second: "
         + ", ".join(

@@ -52,6 +52,7 @@ QUICK_BACKLOG = 5_000
 EMAILS = 3_000
 QUICK_EMAILS = 300
 SCALE_EMAILS = 500
+SCALE_ROUNDS = 3
 QUICK_SCALE_EMAILS = 100
 SEND_ROUNDS = 3
 LATENCY_SAMPLES = 20
@@ -621,12 +622,19 @@ class NotifierBench:
                 "PAT_SEND_POLL_SECONDS": SEND_POLL_SECONDS,
             }
             stack = self.bench.stack
-            stack.add_replica("notifier", env)
-            tag = f"one-{uuid.uuid4().hex[:6]}"
-            one = asyncio.run(send_requests(self.dsn, self.user_ids, count, tag))
-            stack.add_replica("notifier", env)
-            tag = f"two-{uuid.uuid4().hex[:6]}"
-            two = asyncio.run(send_requests(self.dsn, self.user_ids, count, tag))
+            stack.add_replica("notifier", env, label="notifier-first")
+            # Rounds alternate one replica and two, so that both sides share
+            # the machine's load as it changes.
+            one, two = Rate(0, 0.0), Rate(0, 0.0)
+            share = count // SCALE_ROUNDS
+            for _ in range(SCALE_ROUNDS):
+                tag = f"one-{uuid.uuid4().hex[:6]}"
+                one += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
+                stack.add_replica("notifier", env, label="notifier-second")
+                tag = f"two-{uuid.uuid4().hex[:6]}"
+                two += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
+                stack.stop_process("notifier-second")
+            count = share * SCALE_ROUNDS
             received = list(sink.message_ids)
         duplicates = len(received) - len(set(received))
         if len(received) != 2 * count or duplicates:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import multiprocessing
-import os
 import queue
 import statistics
 import time
@@ -57,6 +56,7 @@ from bench.common import (
     http_request,
     latency_line,
     percentile,
+    pinned,
 )
 from services.tokens import secret
 from services.tokens.config import TokensConfig
@@ -150,7 +150,7 @@ def run(quick: bool) -> Section:
     section = Section()
     with BenchStack({"PAT_VALIDATION_CACHE_SECONDS": "300"}) as bench:
         validators = _start_validators(bench)
-        with _pinned(validators.pids, section):
+        with pinned(validators.pids, section, "tokens processes"):
             measurements = Measurements()
             _measure_rates(bench, validators, settings, measurements)
             section.rows += _rate_rows(measurements)
@@ -206,33 +206,6 @@ def _wait_for_cache(url: str, timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"the validation cache of {url} was not enabled in {timeout} s")
-
-
-@contextmanager
-def _pinned(server_pids: list[int], section: Section) -> Iterator[None]:
-    """Run the servers under test on the last core and this process on the others.
-
-    Processes started inside inherit this process's cores, so the background
-    load generators stay off the servers' core too.
-    """
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        section.details.append("one core only: load generator and servers share it")
-        yield
-        return
-    server_core, load_cores = {cores[-1]}, set(cores[:-1])
-    # The servers keep this core until the stack stops them.
-    for pid in server_pids:
-        os.sched_setaffinity(pid, server_core)
-    os.sched_setaffinity(0, load_cores)
-    section.details.append(
-        f"tokens processes on core {cores[-1]}, load generators on cores "
-        f"{', '.join(map(str, sorted(load_cores)))}"
-    )
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, set(cores))
 
 
 # Throughput: cache hit against /healthz, cache miss against asyncpg.

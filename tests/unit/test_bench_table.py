@@ -25,6 +25,7 @@ def test_zero_ceiling_does_not_divide_by_zero() -> None:
     row = Row("path", "per second", 5.0, "ceiling", 0.0, 0.5)
     assert row.ratio == 0.0
     assert not row.met
+    assert not Row("latency", "p99 ms", 5.0, "hop p99", 0.0, 3.0, at_most=True).met
 
 
 def test_table_marks_missed_targets_and_direction() -> None:
@@ -43,6 +44,8 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 0.5) == 50.0
     assert percentile(values, 0.99) == 99.0
     assert percentile([7.0], 0.99) == 7.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0
+    assert percentile([float(n) for n in range(1, 151)], 0.99) == 149.0
 
 
 def test_peak_memory_of_this_process() -> None:
