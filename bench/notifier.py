@@ -621,26 +621,16 @@ class NotifierBench:
                 "PAT_SMTP_PORT": str(sink.port),
                 "PAT_SEND_POLL_SECONDS": SEND_POLL_SECONDS,
             }
-            stack = self.bench.stack
-            stack.add_replica("notifier", env, label="notifier-first")
-            # Rounds alternate one replica and two, so that both sides share
-            # the machine's load as it changes.
-            one, two = Rate(0, 0.0), Rate(0, 0.0)
-            share = count // SCALE_ROUNDS
-            for _ in range(SCALE_ROUNDS):
-                tag = f"one-{uuid.uuid4().hex[:6]}"
-                one += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
-                stack.add_replica("notifier", env, label="notifier-second")
-                tag = f"two-{uuid.uuid4().hex[:6]}"
-                two += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
-                stack.stop_process("notifier-second")
-            count = share * SCALE_ROUNDS
+            self.bench.stack.add_replica("notifier", env, label="notifier-first")
+            small_one, small_two = self._alternate(env, count // 10)
+            one, two = self._alternate(env, count)
+            sent = 2 * (small_one.count + one.count)
             received = list(sink.message_ids)
         duplicates = len(received) - len(set(received))
-        if len(received) != 2 * count or duplicates:
+        if len(received) != sent or duplicates:
             raise RuntimeError(
                 f"the delayed sink received {len(received)} emails for "
-                f"{2 * count} requests, {duplicates} of them duplicates"
+                f"{sent} requests, {duplicates} of them duplicates"
             )
         self.section.rows.append(
             Row(
@@ -654,10 +644,33 @@ class NotifierBench:
             )
         )
         self.section.details.append(
-            f"scale-out: {2 * count:,} emails at the delayed sink, 0 duplicate "
+            f"scale-out: {sent:,} emails at the delayed sink, 0 duplicate "
             f"Message-IDs; 1 replica {one.per_second:.1f}/s, "
             f"2 replicas {two.per_second:.1f}/s"
         )
+        self.section.growth.append(
+            f"scale-out: 2 replicas / 1 replica {small_two.ratio_to(small_one):.2f}"
+            f" at {small_one.count:,} emails each → {two.ratio_to(one):.2f} at "
+            f"{one.count:,}"
+        )
+
+    def _alternate(self, env: dict[str, str], count: int) -> tuple[Rate, Rate]:
+        """Send about ``count`` emails with one replica and as many with two.
+
+        Rounds alternate the two, so that both share the machine's load as it
+        changes. Returns the rates of one replica and of two.
+        """
+        stack = self.bench.stack
+        one, two = Rate(0, 0.0), Rate(0, 0.0)
+        share = max(1, count // SCALE_ROUNDS)
+        for _ in range(SCALE_ROUNDS):
+            tag = f"one-{uuid.uuid4().hex[:6]}"
+            one += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
+            stack.add_replica("notifier", env, label="notifier-second")
+            tag = f"two-{uuid.uuid4().hex[:6]}"
+            two += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
+            stack.stop_process("notifier-second")
+        return one, two
 
 
 def run(quick: bool) -> Section:
