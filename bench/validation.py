@@ -58,6 +58,7 @@ from bench.common import (
     percentile,
     pinned,
 )
+from services.client import wait_for_validation_cache
 from services.tokens import secret
 from services.tokens.config import TokensConfig
 from services.tokens.service import LOOKUP_SQL
@@ -169,10 +170,12 @@ def _start_validators(bench: BenchStack) -> Validators:
         "tokens", {"PAT_VALIDATION_CACHE_SECONDS": "0"}, label="tokens-cache-off"
     )
     checking = stack.add_replica("tokens", label="tokens-checking")
+
     admin = bench.admin_session()
     [(user_id, session)] = bench.create_users(admin, 1)
     me = bench.api.request("GET", "profile", "/v1/me", session)
     token = bench.api.create_token(session, "bench", 30)
+
     first = stack.replicas["tokens"][0]
     processes = [first.process, miss.process, checking.process]
     # The services run with the development default key.
@@ -190,22 +193,13 @@ def _start_validators(bench: BenchStack) -> Validators:
         token=token["token"],
         hash_key=key.encode(),
     )
-    _wait_for_cache(f"http://{HOST}:{validators.checking_port}")
-    _wait_for_cache(validators.tokens_url)
+    wait_for_validation_cache(f"http://{HOST}:{validators.checking_port}")
+    wait_for_validation_cache(validators.tokens_url)
     return validators
 
 
 def _bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
-
-
-def _wait_for_cache(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/v1/dev/validation-cache").json()["enabled"]:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"the validation cache of {url} was not enabled in {timeout} s")
 
 
 # Throughput: cache hit against /healthz, cache miss against asyncpg.
@@ -427,6 +421,7 @@ async def _delete_to_rejection(
     )
     created.raise_for_status()
     token = created.json()
+
     # Each token comes from an address of its own, so that the 401s do not
     # reach the per-address limit on failed validations.
     address = ipaddress.IPv4Address("10.0.0.0") + number
@@ -436,11 +431,13 @@ async def _delete_to_rejection(
         status = await checking.status(forward)
         if status != 200:
             raise RuntimeError(f"a new token got {status} from the caching process")
+
     deleted = await api.delete(
         f"{validators.tokens_url}/v1/tokens/{token['id']}",
         headers=_bearer(validators.session),
     )
     deleted.raise_for_status()
+
     started = time.perf_counter()
     while time.perf_counter() - started < REVOCATION_TIMEOUT:
         if await checking.status(forward) == 401:
@@ -518,6 +515,7 @@ def _revocation(
     bootstrap = bench.config.kafka_bootstrap
     topic = f"bench-{bench.database}.hop"
     _run(_create_topic(bootstrap, topic))
+
     delays: list[float] = []
     hops: list[float] = []
     chunk = max(1, settings.deletions // settings.revocation_chunks)
@@ -541,6 +539,7 @@ def _revocation(
                 hops += _run(_kafka_hops(bootstrap, topic, count))
     finally:
         _run(_create_topic(bootstrap, topic, delete=True))
+
     section.details += [
         _milliseconds_line("delete to first 401 at the caching process", delays),
         _milliseconds_line("bare aiokafka produce-to-consume hop", hops),

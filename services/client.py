@@ -109,3 +109,18 @@ class Api:
             "POST", "tokens", "/v1/dev/clock/advance", json={"seconds": seconds}
         )
         return clock
+
+
+def wait_for_validation_cache(tokens_url: str, timeout: float = 30.0) -> None:
+    """Wait until a tokens process has enabled its validation cache.
+
+    The cache is enabled once the process reads its invalidation events, so
+    a deletion through another process reaches it only after this returns.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{tokens_url}/v1/dev/validation-cache").json()["enabled"]:
+            return
+        time.sleep(0.1)
+    message = f"the validation cache of {tokens_url} was not enabled in {timeout} s"
+    raise TimeoutError(message)

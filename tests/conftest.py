@@ -12,13 +12,13 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra import cli as infra_cli
 from infra.config import InfraConfig, load
@@ -265,3 +265,19 @@ def person(run: RunContext, admin: str) -> Person:
 
 def logs_dir(run: RunContext) -> Path:
     return next(iter(run.stack.logs.values())).parent
+
+
+KafkaRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+async def produce_records(
+    bootstrap: str, topic: str, records: Sequence[KafkaRecord]
+) -> None:
+    """Send (key, value, headers) records to ``topic`` in order, each acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()

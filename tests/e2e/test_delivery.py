@@ -5,29 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from infra import mailbox
 from services.common.cloudevents import encode_headers, encode_value
 from services.contracts import Event, PasswordChanged, TokenExpired, UserCreated
-from tests.conftest import RunContext, make_person
-
-
-async def _produce(
-    bootstrap: str,
-    topic: str,
-    records: Sequence[tuple[bytes, bytes | None, list[tuple[str, bytes]]]],
-) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for key, value, headers in records:
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
-    finally:
-        await producer.stop()
+from tests.conftest import RunContext, make_person, produce_records
 
 
 def _record(
@@ -79,7 +64,7 @@ def test_poison_record_dead_lettered_and_skipped(run: RunContext, admin: str) ->
         ("ce_time", datetime.now(UTC).isoformat().encode()),
     ]
     asyncio.run(
-        _produce(
+        produce_records(
             run.infra.kafka_bootstrap, topic, [(b"k", b"{not json", poison_headers)]
         )
     )
@@ -115,7 +100,9 @@ def test_redelivered_expiry_event_sends_one_email(run: RunContext, admin: str) -
     ]
 
     asyncio.run(
-        _produce(run.infra.kafka_bootstrap, f"{run.topic_prefix}tokens.events", records)
+        produce_records(
+            run.infra.kafka_bootstrap, f"{run.topic_prefix}tokens.events", records
+        )
     )
     mailbox.wait_for_messages(
         lambda m: person.user["email"] in m["rcpt_tos"], timeout=30
@@ -138,7 +125,7 @@ def test_redelivered_password_event_sends_one_email(
     records = [_record(event, same_id, "profile"), _record(event, same_id, "profile")]
 
     asyncio.run(
-        _produce(
+        produce_records(
             run.infra.kafka_bootstrap, f"{run.topic_prefix}profile.events", records
         )
     )
@@ -178,7 +165,7 @@ def test_email_waits_for_unknown_user(run: RunContext, admin: str) -> None:
     bootstrap = run.infra.kafka_bootstrap
 
     asyncio.run(
-        _produce(
+        produce_records(
             bootstrap,
             f"{run.topic_prefix}tokens.events",
             [_record(expired, uuid.uuid4(), "tokens")],
@@ -187,7 +174,7 @@ def test_email_waits_for_unknown_user(run: RunContext, admin: str) -> None:
     time.sleep(2)
     before = [m for m in mailbox.read_messages() if address in m["rcpt_tos"]]
     asyncio.run(
-        _produce(
+        produce_records(
             bootstrap,
             f"{run.topic_prefix}profile.events",
             [_record(user, uuid.uuid4(), "profile")],

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from infra.nginx import NginxGateway
+from services.client import wait_for_validation_cache
 from services.launcher import free_port
 from services.tokens import secret
 from tests.conftest import Person, RunContext, bearer
@@ -64,7 +65,7 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(run: RunContext) -> Iterator[Gateway]:
     replica_url = run.stack.start_replica("tokens", "tokens-replica", free_port())
-    _wait_for_cache(replica_url)
+    wait_for_validation_cache(replica_url)
     echo = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
     thread = threading.Thread(target=echo.serve_forever, daemon=True)
     thread.start()
@@ -90,15 +91,6 @@ def gateway(run: RunContext) -> Iterator[Gateway]:
         echo.shutdown()
         echo.server_close()
         run.stack.stop_process("tokens-replica")
-
-
-def _wait_for_cache(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/v1/dev/validation-cache").json()["enabled"]:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"the validation cache of {url} was not enabled in {timeout} s")
 
 
 def _cache_hits(url: str) -> int:

@@ -9,12 +9,12 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from infra import mailbox
 from services.common.cloudevents import encode_headers, encode_value
 from services.contracts import Event, SettingChanged, TokenExpired, UserCreated
-from tests.conftest import RunContext
+from tests.conftest import RunContext, produce_records
 
 Headers = list[tuple[str, bytes]]
 MEGABYTE_VALUE = b'{"padding": "' + b"x" * 1_000_000 + b'"}'
@@ -50,15 +50,8 @@ def valid_record(event: Event) -> tuple[bytes, Headers]:
 async def produce(
     bootstrap: str, topic: str, key: str, records: list[tuple[bytes | None, Headers]]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for value, headers in records:
-            await producer.send_and_wait(
-                topic, value, key=key.encode(), headers=headers
-            )
-    finally:
-        await producer.stop()
+    keyed = [(key.encode(), value, headers) for value, headers in records]
+    await produce_records(bootstrap, topic, keyed)
 
 
 async def dead_letter_errors(bootstrap: str, topic: str, key: str) -> list[str]:
