@@ -1,5 +1,5 @@
-"""What every benchmark shares: the stack it measures, the load it sends, the
-table row it reports.
+"""Shared benchmark parts: the stack under test, the HTTP load loop and the
+table row.
 
 Every server here is one this process started on 127.0.0.1, and every loop
 is bounded in count and in time.
@@ -65,7 +65,7 @@ class Row:
 
 @dataclass
 class Section:
-    """What one benchmark module reports."""
+    """The rows, detail lines, growth lines and memory of one benchmark module."""
 
     rows: list[Row] = field(default_factory=list)
     # p50 and p99 of HTTP figures, and anything else worth a line.
@@ -296,7 +296,7 @@ async def _keep_alive_client(
     before any goes out again.
     """
     reader, writer = await asyncio.open_connection(HOST, port)
-    # A server that stops answering ends the loop by this time at the latest.
+    # If a server stops responding, the loop times out at this point.
     limit = max(0.0, deadline - time.monotonic()) + REQUEST_TIMEOUT_SECONDS
     try:
         async with asyncio.timeout(limit):

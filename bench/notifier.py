@@ -622,9 +622,9 @@ class NotifierBench:
                 "PAT_SEND_POLL_SECONDS": SEND_POLL_SECONDS,
             }
             self.bench.stack.add_replica("notifier", env, label="notifier-first")
-            small_one, small_two = self._alternate(env, count // 10)
-            one, two = self._alternate(env, count)
-            sent = 2 * (small_one.count + one.count)
+            small_single, small_pair = self._alternate(env, count // 10)
+            single, pair = self._alternate(env, count)
+            sent = 2 * (small_single.count + single.count)
             received = list(sink.message_ids)
         duplicates = len(received) - len(set(received))
         if len(received) != sent or duplicates:
@@ -637,21 +637,21 @@ class NotifierBench:
                 "scale-out",
                 f"emails per second, 2 notifier replicas, sink taking "
                 f"{SINK_DELAY_SECONDS * 1000:.0f} ms per email",
-                two.per_second,
+                pair.per_second,
                 "the same with 1 replica",
-                one.per_second,
+                single.per_second,
                 1.8,
             )
         )
         self.section.details.append(
             f"scale-out: {sent:,} emails at the delayed sink, 0 duplicate "
-            f"Message-IDs; 1 replica {one.per_second:.1f}/s, "
-            f"2 replicas {two.per_second:.1f}/s"
+            f"Message-IDs; 1 replica {single.per_second:.1f}/s, "
+            f"2 replicas {pair.per_second:.1f}/s"
         )
         self.section.growth.append(
-            f"scale-out: 2 replicas / 1 replica {small_two.ratio_to(small_one):.2f}"
-            f" at {small_one.count:,} emails each → {two.ratio_to(one):.2f} at "
-            f"{one.count:,}"
+            f"scale-out: 2 replicas / 1 replica {small_pair.ratio_to(small_single):.2f}"
+            f" at {small_single.count:,} emails each → {pair.ratio_to(single):.2f} at "
+            f"{single.count:,}"
         )
 
     def _alternate(self, env: dict[str, str], count: int) -> tuple[Rate, Rate]:
@@ -661,16 +661,16 @@ class NotifierBench:
         changes. Returns the rates of one replica and of two.
         """
         stack = self.bench.stack
-        one, two = Rate(0, 0.0), Rate(0, 0.0)
+        single, pair = Rate(0, 0.0), Rate(0, 0.0)
         share = max(1, count // SCALE_ROUNDS)
         for _ in range(SCALE_ROUNDS):
             tag = f"one-{uuid.uuid4().hex[:6]}"
-            one += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
+            single += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
             stack.add_replica("notifier", env, label="notifier-second")
             tag = f"two-{uuid.uuid4().hex[:6]}"
-            two += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
+            pair += asyncio.run(send_requests(self.dsn, self.user_ids, share, tag))
             stack.stop_process("notifier-second")
-        return one, two
+        return single, pair
 
 
 def run(quick: bool) -> Section:

@@ -151,7 +151,7 @@ class Authenticator:
 
 @dataclass(frozen=True)
 class _Answer:
-    """What a credential check needs from the other service's response."""
+    """The status, challenge and body of a credential check's response."""
 
     status: int
     challenge: str

@@ -43,8 +43,8 @@ PAT_MAX_EXPIRE_DAYS = "pat_max_expire_days"
 SETTING_DEFAULTS: dict[str, Any] = {PAT_ENABLED: False, PAT_MAX_EXPIRE_DAYS: 180}
 
 WARNING_BEFORE_EXPIRY = timedelta(days=7)
-# How often, and after how long, a scan looks again for due rows that were
-# locked when it passed.
+# Retry count and delay of a scan for due rows that were locked when it
+# passed them.
 LOCKED_ROW_RETRIES = 3
 LOCKED_ROW_WAIT_SECONDS = 0.05
 

@@ -26,9 +26,9 @@ FLUSH_SECONDS = 1.0
 MAX_PENDING = 100_000
 
 
-# The longest textual IPv6 address is 45 characters (eight groups, the last
-# two written as IPv4); a zone id such as %eth0 adds a few more. Anything
-# longer is not an address and is neither parsed nor kept in the cache below.
+# A textual IPv6 address has at most 45 characters (eight groups, the last
+# two written as IPv4), and a zone id such as %eth0 adds a few more. Longer
+# values are not addresses, so they are neither parsed nor cached.
 MAX_ADDRESS_CHARS = 64
 
 
