@@ -3,11 +3,13 @@
 The tokens table is filled with one ``INSERT ... SELECT generate_series``:
 a tenth of the tokens expired an hour ago and the rest expire in 90 days.
 The figure is expired tokens per second of one ``POST /v1/dev/expiry-scan``,
-which claims every due token, marks it and writes its ``TokenExpired``
-outbox row. The ceiling reads the same due rows through the same partial
-index (``tokens_expired_due``) in keyset pages of the scanner's batch size,
-without writing anything. It is the median of three reads, taken before
-the scan. The scan runs at two sizes, the second ten times the first.
+which reads every due token after the scan's watermark, writes its
+``TokenExpired`` outbox row and moves the watermark. The ceiling reads the
+same due rows and the columns the scan reads from them (id, owner, name and
+expiry), through the same index (``tokens_expiry``, on expires_at and id), in
+keyset pages of the scanner's batch size, without writing anything. It is
+the median of three reads, taken before the scan. The scan runs at two
+sizes, the second ten times the first.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from datetime import UTC, datetime
 import asyncpg
 
 from bench.common import BenchStack, Row, Section, wait_for_outbox
+from services.tokens.config import TokensConfig
 
 # The default PAT_SCAN_BATCH_SIZE; the ceiling reads pages of this size.
-BATCH_SIZE = 500
+BATCH_SIZE: int = TokensConfig.model_fields["scan_batch_size"].default
 CEILING_READS = 3
 SCAN_TIMEOUT_SECONDS = 1800.0
 # How long to watch the relay publish a scan's events. A larger backlog is
@@ -33,9 +36,8 @@ RELAY_SECONDS = 60.0
 TARGET = 0.25
 
 KEYSET_SQL = (
-    "SELECT id, expires_at FROM tokens.tokens"
-    " WHERE expired_event_at IS NULL AND revoked_at IS NULL"
-    " AND expires_at <= now() AND (expires_at, id) > ($1, $2)"
+    "SELECT id, user_id, name, expires_at FROM tokens.tokens"
+    " WHERE expires_at <= now() AND (expires_at, id) > ($1, $2)"
     " ORDER BY expires_at, id LIMIT $3"
 )
 
@@ -63,10 +65,18 @@ class Scan:
 
 
 async def seed(dsn: str, total: int) -> int:
-    """Replace the tokens with ``total`` new ones; return how many are due."""
+    """Replace the tokens with ``total`` new ones; return how many are due.
+
+    The new tokens expired in the past, which no real token can, so both
+    watermarks go back to the start.
+    """
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("TRUNCATE tokens.tokens")
+        await conn.execute(
+            "UPDATE tokens.expiry_watermarks SET expires_at = '1970-01-01T00:00:00Z',"
+            " token_id = '00000000-0000-0000-0000-000000000000'"
+        )
         await conn.execute(
             "INSERT INTO tokens.tokens (id, user_id, name, hash, hash_key_id,"
             " created_at, expires_at)"

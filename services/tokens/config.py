@@ -25,7 +25,7 @@ class TokensConfig(ServiceConfig):
         "the current key on first use.",
     )
     scan_interval_seconds: float = Field(default=30.0, gt=0)
-    scan_batch_size: int = Field(default=500, ge=1, le=10_000)
+    scan_batch_size: int = Field(default=2000, ge=1, le=10_000)
     max_active_tokens: int = Field(
         default=50,
         ge=1,

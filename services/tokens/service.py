@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import logging
@@ -43,10 +42,7 @@ PAT_MAX_EXPIRE_DAYS = "pat_max_expire_days"
 SETTING_DEFAULTS: dict[str, Any] = {PAT_ENABLED: False, PAT_MAX_EXPIRE_DAYS: 180}
 
 WARNING_BEFORE_EXPIRY = timedelta(days=7)
-# Retry count and delay of a scan for due rows that were locked when it
-# passed them.
-LOCKED_ROW_RETRIES = 3
-LOCKED_ROW_WAIT_SECONDS = 0.05
+WARNING_INTERVAL = f"interval '{WARNING_BEFORE_EXPIRY.days} days'"
 
 # The one statement of a validation that misses the cache, with the owner and
 # the pat_enabled setting; the benchmark (bench/validation.py) runs it
@@ -395,12 +391,7 @@ class TokenService:
                 " previous_valid_until = least($2::timestamptz + $3::interval,"
                 " expires_at),"
                 " hash = $4, hash_key_id = $5, rotated_at = $2,"
-                " expires_at = $6::timestamptz,"
-                " expired_event_at = NULL,"
-                # A token rotated to a week or less gets no warning, as at
-                # creation: its owner chose that expiry moments ago.
-                " expiring_event_at = CASE"
-                " WHEN $6::timestamptz - interval '7 days' <= $2 THEN $2 END"
+                " expires_at = $6::timestamptz"
                 " WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2"
                 " RETURNING *",
                 token_id,
@@ -525,97 +516,159 @@ class TokenService:
     async def scan(self) -> ScanResult:
         """Publish every due ``TokenExpired``, then every due ``TokenExpiring``.
 
-        Rows are claimed with ``FOR UPDATE SKIP LOCKED`` and marked in the
-        transaction that writes their events, so replicas that scan at once
-        never emit an event twice. Expired tokens are handled first and the
-        warning query excludes them, so a scan after downtime sends no stale
-        one-week warning for a token that has already expired.
+        Each kind of event has a watermark: the (expires_at, id) position of
+        the last token it has handled. A batch reads the tokens after it in
+        that order, writes their events to the outbox and moves the watermark
+        in one transaction, with the watermark row locked, so replicas that
+        scan at once take turns and never emit an event twice. The warning
+        starts from now at the earliest, so a scan after downtime sends no
+        stale one-week warning for a token that has already expired.
         """
-        expired = await self._scan_all(expired=True)
-        expiring = await self._scan_all(expired=False)
+        expired = await self._scan_all(EXPIRED_SCAN)
+        expiring = await self._scan_all(EXPIRING_SCAN)
         if expired or expiring:
             log.info("expiry scan: %d expiring, %d expired", expiring, expired)
         return ScanResult(expiring=expiring, expired=expired)
 
-    async def _scan_all(self, expired: bool) -> int:
-        """Claim batches until none is left; return how many tokens were due.
-
-        ``SKIP LOCKED`` passes over a due row that another transaction has
-        locked: the usage recorder's flush, or a scan in another replica.
-        Such locks last milliseconds, so a pass that leaves due rows behind
-        waits briefly and tries again, a few times at most.
-        """
+    async def _scan_all(self, kind: ScanKind) -> int:
+        """Handle batches until one comes back short; return the events written."""
         total = 0
-        retries = LOCKED_ROW_RETRIES
         while True:
-            count = await self._scan_batch(expired)
-            total += count
-            if count == self._scan_batch_size:
-                continue
-            if retries == 0 or not await self._any_due(expired):
+            read, written = await self._scan_batch(kind)
+            total += written
+            if read < self._scan_batch_size:
                 return total
-            retries -= 1
-            await asyncio.sleep(LOCKED_ROW_WAIT_SECONDS)
 
-    async def _any_due(self, expired: bool) -> bool:
-        column, due, _ = _due_condition(expired)
-        found: bool = await self.runtime.pool.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM tokens WHERE {column} IS NULL"
-            f" AND revoked_at IS NULL AND {due})",
-            self.clock.now(),
-        )
-        return found
+    async def _scan_batch(self, kind: ScanKind) -> tuple[int, int]:
+        """Handle the next batch of due tokens; return how many were read and
+        how many events were written.
 
-    async def _scan_batch(self, expired: bool) -> int:
+        Revoked tokens, and for the warning, tokens given a week or less to
+        live, are read and passed over, so the watermark moves past them.
+        """
         now = self.clock.now()
-        column, due, event_type = _due_condition(expired)
-        # One statement claims and marks the batch and writes its events, so
-        # no row crosses into Python. The payload is built as TokenExpired
-        # and TokenExpiring serialise (tests/e2e/test_lifecycle.py checks it).
-        count: int = await self.runtime.pool.fetchval(
-            "WITH claimed AS ("
-            f" SELECT id FROM tokens WHERE {column} IS NULL"
-            f" AND revoked_at IS NULL AND {due}"
-            " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
-            " marked AS ("
-            # ANY(ARRAY(...)) looks each row up by its key, because a join with
-            # the claimed rows was planned as a scan of the whole table.
-            f" UPDATE tokens SET {column} = $1"
-            " WHERE id = ANY(ARRAY(SELECT id FROM claimed))"
-            " RETURNING id, user_id, name, expires_at),"
-            " events AS ("
-            " INSERT INTO outbox (event_id, topic, key, event_type, payload,"
-            " occurred_at, correlation_id)"
-            " SELECT gen_random_uuid(), $3, user_id::text, $4,"
-            " jsonb_build_object('token_id', id, 'user_id', user_id,"
-            f" 'name', name, 'expires_at', {_json_datetime('expires_at')}),"
-            " $1, $5 FROM marked ORDER BY expires_at, id"
-            " RETURNING 1)"
-            " SELECT count(*) FROM events",
-            now,
-            self._scan_batch_size,
-            self.runtime.topics.tokens_events,
-            event_type,
-            correlation_id.get(),
-        )
-        if count:
-            await self.runtime.pool.execute(
-                "SELECT pg_notify($1, '')", notify_channel(self.runtime.schema)
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            mark = await conn.fetchrow(
+                "SELECT expires_at, token_id FROM expiry_watermarks"
+                " WHERE kind = $1 FOR UPDATE",
+                kind.name,
             )
-        return count
+            if mark is None:
+                raise RuntimeError(f"no expiry watermark for {kind.name}")
+            start = (mark["expires_at"], mark["token_id"])
+            if kind is EXPIRING_SCAN:
+                # Tokens that expire at or before now get no warning.
+                start = max(start, (now, LAST_UUID))
+            row = await conn.fetchrow(
+                _scan_statement(kind),
+                *start,
+                now,
+                self._scan_batch_size,
+                self.runtime.topics.tokens_events,
+                kind.event_type,
+                correlation_id.get(),
+                kind.name,
+                EXPIRY_EVENT_NAMESPACE,
+            )
+            assert row is not None
+            if row["written"]:
+                await conn.execute(
+                    "SELECT pg_notify($1, '')", notify_channel(self.runtime.schema)
+                )
+        read: int = row["read"]
+        written: int = row["written"]
+        return read, written
 
 
-def _due_condition(expired: bool) -> tuple[str, str, str]:
-    """Return the mark column, the due condition on ``$1`` and the event type."""
-    if expired:
-        return "expired_event_at", "expires_at <= $1", TokenExpired.ce_type
-    # A token created with a week or less to live gets no warning: its owner
-    # chose that expiry moments ago.
-    due = (
-        "expires_at > $1 AND expires_at - interval '7 days' <= $1"
-        " AND created_at < expires_at - interval '7 days'"
+@dataclass(frozen=True)
+class ScanKind:
+    """One kind of expiry event: its watermark, the tokens due by ``$3`` (now),
+    and the condition on a due token for its event to be written."""
+
+    name: str
+    event_type: str
+    due: str
+    condition: str
+
+
+LAST_UUID = uuid.UUID(int=(1 << 128) - 1)
+EXPIRED_SCAN = ScanKind(
+    name="expired",
+    event_type=TokenExpired.ce_type,
+    due="expires_at <= $3",
+    condition="revoked_at IS NULL",
+)
+EXPIRING_SCAN = ScanKind(
+    name="expiring",
+    event_type=TokenExpiring.ce_type,
+    due=f"expires_at - {WARNING_INTERVAL} <= $3",
+    # A token given a week or less to live, at creation or rotation, gets no
+    # warning: its owner chose that expiry moments before.
+    condition="revoked_at IS NULL"
+    f" AND coalesce(rotated_at, created_at) < expires_at - {WARNING_INTERVAL}",
+)
+
+
+def expiry_event_id(kind: str, token_id: uuid.UUID, expires_at_json: str) -> uuid.UUID:
+    """Return the id of the ``kind`` event of a token that expires at
+    ``expires_at_json`` (as the event's payload writes it).
+
+    The id is a name-based UUID (version 3), so a scan that reads a token
+    again writes the event again under the same id: the outbox keeps the
+    first, and a consumer's inbox skips a copy that was already published.
+    The scan statement computes the same id in SQL.
+    """
+    return uuid.uuid3(EXPIRY_EVENT_NAMESPACE, f"{kind}/{token_id}/{expires_at_json}")
+
+
+# The namespace of expiry event ids; changing it changes every id.
+EXPIRY_EVENT_NAMESPACE = uuid.UUID("6f1d3c52-8a4e-4b7f-9c0a-2e5b7d91f3a8")
+
+
+def _scan_statement(kind: ScanKind) -> str:
+    """Return the statement that handles one batch of ``kind`` after the
+    position ``($1, $2)``.
+
+    It reads the batch in index order, writes the events of the tokens that
+    need one, and moves the watermark to the last token read. No row crosses
+    into Python. The payload is built as TokenExpired and TokenExpiring
+    serialise (tests/e2e/test_lifecycle.py checks it), and the event id as
+    ``expiry_event_id`` computes it.
+    """
+    return (
+        "WITH batch AS ("
+        " SELECT id, user_id, name, expires_at,"
+        f" {_json_datetime('expires_at')} AS expires_at_json,"
+        f" {kind.condition} AS needs_event FROM tokens"
+        f" WHERE (expires_at, id) > ($1, $2) AND {kind.due}"
+        " ORDER BY expires_at, id LIMIT $4),"
+        # The MD5 of the namespace and the name "kind/token id/expiry".
+        " named AS ("
+        " SELECT *, decode(md5(uuid_send($9) || convert_to("
+        " $8 || '/' || id || '/' || expires_at_json, 'UTF8')), 'hex') AS digest"
+        " FROM batch WHERE needs_event),"
+        " events AS ("
+        " INSERT INTO outbox (event_id, topic, key, event_type, payload,"
+        " occurred_at, correlation_id)"
+        # Version 3 in the high nibble of byte 6, variant 10 in the high bits
+        # of byte 8, as uuid.uuid3 sets them.
+        " SELECT encode(set_byte(set_byte(digest, 6,"
+        " (get_byte(digest, 6) & 15) | 48), 8,"
+        " (get_byte(digest, 8) & 63) | 128), 'hex')::uuid,"
+        " $5, user_id::text, $6,"
+        " jsonb_build_object('token_id', id, 'user_id', user_id,"
+        " 'name', name, 'expires_at', expires_at_json),"
+        " $3, $7 FROM named ORDER BY expires_at, id"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING 1),"
+        " last AS ("
+        " SELECT expires_at, id FROM batch"
+        " ORDER BY expires_at DESC, id DESC LIMIT 1),"
+        " moved AS ("
+        " UPDATE expiry_watermarks SET expires_at = last.expires_at,"
+        " token_id = last.id FROM last WHERE kind = $8 RETURNING 1)"
+        " SELECT (SELECT count(*) FROM batch) AS read,"
+        " (SELECT count(*) FROM events) AS written"
     )
-    return "expiring_event_at", due, TokenExpiring.ce_type
 
 
 def _json_datetime(column: str) -> str:

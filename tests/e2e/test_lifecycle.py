@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -13,6 +15,7 @@ import httpx
 from infra import mailbox
 from services.contracts import TokenExpired
 from services.launcher import free_port
+from services.tokens.service import expiry_event_id
 from tests.conftest import Person, RunContext, bearer, make_person
 
 DAY = 86400
@@ -192,74 +195,208 @@ def test_scan_events_match_event_models(
     assert len(expired) == 1
     assert expiring[0]["value"] == expected
     assert expired[0]["value"] == expected
+    token_id = uuid.UUID(token["id"])
+    assert expiring[0]["headers"]["ce_id"] == str(
+        expiry_event_id("expiring", token_id, token["expires_at"])
+    )
     assert expired[0]["key"] == token["user_id"]
     model = TokenExpired.model_validate(expired[0]["value"])
     assert model.model_dump(mode="json") == expected
 
 
-def seed_due_tokens(run: RunContext, user_id: str, count: int) -> list[str]:
-    """Insert ``count`` tokens that expired an hour ago; four share one instant."""
+def seed_tokens_due_soon(
+    run: RunContext, user_id: str, count: int, revoked: int | None = None
+) -> tuple[list[str], float]:
+    """Insert ``count`` tokens that expire within 3 s of the service's clock,
+    four of them at one instant, and token number ``revoked`` revoked.
+
+    Return their ids and the seconds until the last one expires.
+    """
     ids = [uuid.uuid4() for _ in range(count)]
 
-    async def insert() -> None:
+    async def insert() -> float:
         conn = await asyncpg.connect(run.infra.pg_dsn_for(run.database))
         try:
+            now = await conn.fetchval(
+                "SELECT date_trunc('second', now()"
+                " + offset_seconds * interval '1 second') FROM tokens.clock_offset"
+            )
             await conn.executemany(
                 "INSERT INTO tokens.tokens (id, user_id, name, hash, hash_key_id,"
-                " created_at, expires_at) VALUES ($1, $2::uuid, $3, $5, 'k1',"
-                " now() - interval '40 days',"
-                " date_trunc('second', now()) - interval '1 hour'"
-                " - make_interval(secs => $4))",
+                " created_at, expires_at, revoked_at) VALUES ($1, $2::uuid, $3,"
+                " $4, 'k1', $5::timestamptz - interval '40 days',"
+                " $5::timestamptz + interval '2 seconds'"
+                " + make_interval(secs => $6 / 10.0), $7)",
                 [
-                    (id_, user_id, f"seeded {n}", max(0, n - 3), id_.bytes * 2)
+                    (
+                        id_,
+                        user_id,
+                        f"seeded {n}",
+                        id_.bytes * 2,
+                        now,
+                        max(0, n - 3),
+                        now if n == revoked else None,
+                    )
                     for n, id_ in enumerate(ids)
                 ],
             )
+            seconds: float = await conn.fetchval(
+                "SELECT extract(epoch FROM max(expires_at) - $1::timestamptz)::float8"
+                " FROM tokens.tokens WHERE id = ANY($2::uuid[])",
+                now,
+                ids,
+            )
+            return seconds
         finally:
             await conn.close()
 
-    asyncio.run(insert())
-    return [str(id_) for id_ in ids]
+    return [str(id_) for id_ in ids], asyncio.run(insert())
 
 
-def unmarked(run: RunContext, token_ids: list[str]) -> int:
-    async def count() -> int:
+def expired_watermark(run: RunContext) -> tuple[datetime, str]:
+    async def read() -> tuple[datetime, str]:
         conn = await asyncpg.connect(run.infra.pg_dsn_for(run.database))
         try:
-            left: int = await conn.fetchval(
-                "SELECT count(*) FROM tokens.tokens WHERE id = ANY($1::uuid[])"
-                " AND expired_event_at IS NULL",
-                token_ids,
+            row = await conn.fetchrow(
+                "SELECT expires_at, token_id FROM tokens.expiry_watermarks"
+                " WHERE kind = 'expired'"
             )
-            return left
+            assert row is not None
+            return row["expires_at"], str(row["token_id"])
         finally:
             await conn.close()
 
-    return asyncio.run(count())
+    return asyncio.run(read())
 
 
-def test_scan_over_many_batches_expires_each_once(
+def token_positions(
+    run: RunContext, token_ids: list[str]
+) -> list[tuple[datetime, str]]:
+    async def read() -> list[tuple[datetime, str]]:
+        conn = await asyncpg.connect(run.infra.pg_dsn_for(run.database))
+        try:
+            rows = await conn.fetch(
+                "SELECT expires_at, id FROM tokens.tokens WHERE id = ANY($1::uuid[])",
+                token_ids,
+            )
+            return [(row["expires_at"], str(row["id"])) for row in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def test_replicas_scanning_at_once_expire_each_token_once(
     run: RunContext, admin: str, person: Person
 ) -> None:
-    # A batch of two over seven due tokens, four of which expire at the same
-    # instant, so that batches end in the middle of a tie.
-    token_ids = seed_due_tokens(run, person.user["id"], 7)
+    # A replica scanning in batches of two, and the main one in its default
+    # batches, scan at once over nine tokens: four expire at one instant, so
+    # that batches end in the middle of a tie, and one is revoked.
     replica = "tokens-small-batches"
     url = run.stack.start_replica(
         "tokens", replica, free_port(), extra_env={"PAT_SCAN_BATCH_SIZE": "2"}
     )
     try:
-        # The replica scans once as it starts; this pass finds what is left.
-        httpx.post(f"{url}/v1/dev/expiry-scan", timeout=30).raise_for_status()
+        token_ids, seconds = seed_tokens_due_soon(run, person.user["id"], 9, revoked=5)
+        time.sleep(seconds + 0.5)
+        scans = [
+            f"{url}/v1/dev/expiry-scan",
+            f"{run.stack.urls['tokens']}/v1/dev/expiry-scan",
+        ]
+        with ThreadPoolExecutor(len(scans)) as pool:
+            results = list(pool.map(lambda scan: httpx.post(scan, timeout=30), scans))
     finally:
         run.stack.stop_process(replica)
+    revoked = token_ids.pop(5)
     events = {
         token_id: wait_for_events(run, "token.expired.v1", token_id)
         for token_id in token_ids
     }
-    time.sleep(1)  # let any duplicate that would arrive arrive
+    time.sleep(1)  # let any duplicate or revoked token's event arrive
 
-    assert unmarked(run, token_ids) == 0
+    assert [result.status_code for result in results] == [200, 200]
+    assert sum(result.json()["expired"] for result in results) >= len(token_ids)
     for token_id in token_ids:
         assert len(events[token_id]) == 1, token_id
         assert len(wait_for_events(run, "token.expired.v1", token_id, 2, 0)) == 1
+    assert wait_for_events(run, "token.expired.v1", revoked, timeout=0) == []
+    # The watermark has passed every seeded token, the revoked one included.
+    assert expired_watermark(run) >= max(token_positions(run, [*token_ids, revoked]))
+
+
+def test_scan_over_tokens_already_handled_writes_no_event(
+    run: RunContext, admin: str, person: Person
+) -> None:
+    token_ids, seconds = seed_tokens_due_soon(run, person.user["id"], 3)
+    time.sleep(seconds + 0.5)
+    scan = f"{run.stack.urls['tokens']}/v1/dev/expiry-scan"
+    first = httpx.post(scan, timeout=30).json()
+    for token_id in token_ids:
+        wait_for_events(run, "token.expired.v1", token_id)
+    # Back to the start, as after a restore from backup: every expired token
+    # is read again, and each event id is one the outbox already holds.
+    set_expired_watermark(run, datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
+    second = httpx.post(scan, timeout=30).json()
+    time.sleep(1)  # let a duplicate that should not come arrive
+
+    assert first["expired"] >= len(token_ids)
+    assert second == {"expiring": 0, "expired": 0}
+    for token_id in token_ids:
+        [event] = wait_for_events(run, "token.expired.v1", token_id, 2, 0)
+        expires_at = event["value"]["expires_at"]
+        assert event["headers"]["ce_id"] == str(
+            expiry_event_id("expired", uuid.UUID(token_id), expires_at)
+        )
+
+
+def set_expired_watermark(
+    run: RunContext, expires_at: datetime, token_id: uuid.UUID
+) -> None:
+    async def write() -> None:
+        conn = await asyncpg.connect(run.infra.pg_dsn_for(run.database))
+        try:
+            await conn.execute(
+                "UPDATE tokens.expiry_watermarks SET expires_at = $1, token_id = $2"
+                " WHERE kind = 'expired'",
+                expires_at,
+                token_id,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(write())
+
+
+def test_rotated_token_is_warned_again_only_with_more_than_a_week(
+    run: RunContext, admin: str, person: Person
+) -> None:
+    short = run.api.create_token(person.session, "rotated to five days", 8)
+    long = run.api.create_token(person.session, "rotated to nine days", 8)
+    run.api.advance_clock(2 * DAY)
+    first_warnings = [
+        wait_for_events(run, "token.expiring.v1", token["id"])
+        for token in (short, long)
+    ]
+
+    rotations = [
+        httpx.post(
+            f"{run.stack.urls['tokens']}/v1/tokens/{token['id']}/rotate",
+            json={"expire_in_days": days},
+            headers=bearer(person.session),
+        )
+        for token, days in ((short, 5), (long, 9))
+    ]
+    # Three days on, the nine-day token is within a week of its new expiry.
+    run.api.advance_clock(3 * DAY)
+    long_warnings = wait_for_events(run, "token.expiring.v1", long["id"], 2)
+    # Three more, and the five-day token has expired, unwarned since rotation.
+    run.api.advance_clock(3 * DAY)
+    short_expired = wait_for_events(run, "token.expired.v1", short["id"])
+    time.sleep(1)  # let a warning that should not come arrive
+
+    assert [len(warnings) for warnings in first_warnings] == [1, 1]
+    assert [rotation.status_code for rotation in rotations] == [200, 200]
+    assert len(long_warnings) == 2
+    assert long_warnings[1]["value"]["expires_at"] == rotations[1].json()["expires_at"]
+    assert len(short_expired) == 1
+    assert len(wait_for_events(run, "token.expiring.v1", short["id"], 2, 0)) == 1
