@@ -12,13 +12,15 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 import asyncpg
+import uvloop
 
 from infra import cli as infra_cli
 from infra.config import InfraConfig, load
@@ -32,6 +34,8 @@ PASSWORD = "bench-dev-only-password"
 MAX_REQUESTS = 200_000
 REQUEST_TIMEOUT_SECONDS = 10.0
 OUTBOX_DRAIN_SECONDS = 300.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,12 @@ def latency_line(label: str, seconds: list[float]) -> str:
         f"{label}: p50 {percentile(seconds, 0.5) * 1000:.1f} ms, "
         f"p99 {percentile(seconds, 0.99) * 1000:.1f} ms ({len(seconds)} requests)"
     )
+
+
+def run_on_uvloop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on uvloop, the event loop that the services use."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def peak_memory_kib(pid: int) -> int | None:

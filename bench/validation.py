@@ -9,11 +9,15 @@ can empty. Every figure is divided by a ceiling measured in the same run:
   process's bare ``/healthz``;
 - forward auth with the cache off against a bare asyncpg loop of the same
   statement (``LOOKUP_SQL``) with the same pool size and callers;
-- the p99 time from a deletion's response to the first 401 at the caching
+- the p99 time from sending a deletion to the first 401 at the caching
   process, under forward-auth load, against the p99 of a bare aiokafka
-  produce-to-consume hop on the same broker;
+  produce-to-consume hop on the same broker (``bench/revocation.py``);
 - the forward-auth p99 while sign-ins hash passwords in the profile service,
   against the same p99 without sign-ins.
+
+Each is measured again with a tenfold input for the growth lines: tokens in
+the table for the cache miss and revocation, distinct tokens for the cache
+hit, and users in the profile service for sign-ins.
 
 When the machine has two cores or more, the tokens processes run on one core
 and the load generators on another, so that they do not take CPU time from
@@ -26,25 +30,19 @@ server that this module started on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import multiprocessing
-import queue
+import itertools
+import random
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from multiprocessing.synchronize import Event as EventType
-from typing import Any, TypeVar
 
 import asyncpg
 import httpx
-import uvloop
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench import revocation
 from bench.common import (
     HOST,
     PASSWORD,
@@ -57,21 +55,16 @@ from bench.common import (
     latency_line,
     percentile,
     pinned,
+    run_on_uvloop,
 )
-from services.client import wait_for_validation_cache
+from services.client import bearer, wait_for_validation_cache
 from services.tokens import secret
 from services.tokens.config import TokensConfig
 from services.tokens.service import LOOKUP_SQL
 
-T = TypeVar("T")
-
 FORWARD = "/v1/auth/forward"
 # The size of the tokens service's pool (services.common.db.create_pool).
 POOL_SIZE = 10
-# Seconds that each attempt to observe a revocation may take.
-REVOCATION_TIMEOUT = 10.0
-# Seconds that the whole revocation measurement may take.
-REVOCATION_DEADLINE = 600.0
 
 
 @dataclass(frozen=True)
@@ -86,14 +79,26 @@ class Settings:
     revocation_chunks: int
     background_connections: int
     sign_ins_per_second: float
+    # Tokens in the table for the cache-miss and revocation growth lines,
+    # then ten times as many.
     growth_tokens: int
+    # Distinct cached tokens for the cache-hit growth line, then ten times.
     growth_cached: int
+    # Deletions (and as many Kafka hops) at each size of the table.
+    growth_deletions: int
+    # Users in the profile service for the sign-ins growth line, then ten
+    # times as many.
+    growth_users: int
 
     @classmethod
     def for_run(cls, quick: bool) -> Settings:
         if quick:
-            return cls(0.5, 2, 16, 40, 4, 4, 2.0, 1_000, 100)
-        return cls(2.0, 5, 16, 500, 10, 4, 2.0, 10_000, 100)
+            return cls(0.5, 2, 16, 40, 4, 4, 2.0, 1_000, 100, 20, 10)
+        return cls(2.0, 5, 16, 500, 10, 4, 2.0, 10_000, 100, 200, 100)
+
+    @property
+    def revocation_chunk(self) -> int:
+        return max(1, self.deletions // self.revocation_chunks)
 
 
 @dataclass
@@ -135,15 +140,16 @@ class Validators:
     token: str
     hash_key: bytes
 
-    def forward(self, port: int, token: str | None = None) -> bytes:
-        bearer = {"Authorization": f"Bearer {token or self.token}"}
-        return http_request(port, "GET", FORWARD, bearer)
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` on uvloop, the event loop that the services use."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
+    def forward(
+        self,
+        port: int,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        """Encode a forward-auth request that presents ``token`` (by default
+        the bench user's) with ``headers`` added."""
+        fields = {**bearer(token or self.token), **(headers or {})}
+        return http_request(port, "GET", FORWARD, fields)
 
 
 def run(quick: bool) -> Section:
@@ -156,7 +162,15 @@ def run(quick: bool) -> Section:
             _measure_rates(bench, validators, settings, measurements)
             section.rows += _rate_rows(measurements)
             section.details += _rate_details(measurements)
-            section.rows.append(_revocation(bench, validators, settings, section))
+            revocations = revocation.measure(
+                bench,
+                validators,
+                settings.deletions,
+                settings.revocation_chunk,
+                settings.background_connections,
+            )
+            section.rows.append(revocation.row(revocations))
+            section.details += revocation.details(revocations)
             section.rows.append(_sign_ins(validators, settings, section))
             section.growth += _growth(bench, validators, settings)
         section.memory = bench.peak_memory()
@@ -198,10 +212,6 @@ def _start_validators(bench: BenchStack) -> Validators:
     return validators
 
 
-def _bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
-
-
 # Throughput: cache hit against /healthz, cache miss against asyncpg.
 
 
@@ -220,7 +230,7 @@ def _measure_rates(
     dsn = bench.dsns["tokens"]
 
     def load(port: int, requests: list[bytes]) -> Load:
-        return _run(
+        return run_on_uvloop(
             http_load(port, requests, 200, settings.seconds, settings.connections)
         )
 
@@ -231,7 +241,7 @@ def _measure_rates(
         measurements.add("hit", load(validators.hit_port, hit))
         measurements.add("miss", load(validators.miss_port, miss))
         query = _query_rate(dsn, [key], settings.seconds, settings.connections)
-        measurements.add("asyncpg", _run(query))
+        measurements.add("asyncpg", run_on_uvloop(query))
 
 
 async def _query_rate(
@@ -306,282 +316,26 @@ def _rate_details(measurements: Measurements) -> list[str]:
     return lines
 
 
-# Revocation: delete to first 401 at a caching process, under load.
-
-
-def _background_load(
-    port: int,
-    request: bytes,
-    connections: int,
-    stop: EventType,
-    max_seconds: float,
-    results: Any,
-) -> None:
-    """Send forward-auth load in chunks of a second until ``stop`` or time ends.
-
-    Runs in a process of its own, so that the load does not share an event
-    loop with the latencies being measured.
-    """
-    total = Load(0, 0.0, 0, [])
-    deadline = time.monotonic() + max_seconds
-    while not stop.is_set() and time.monotonic() < deadline:
-        chunk = _run(http_load(port, [request], 200, 1.0, connections))
-        total.count += chunk.count
-        total.failures += chunk.failures
-        total.seconds += chunk.seconds
-        total.latencies += chunk.latencies
-    results.put(
-        (
-            total.count,
-            total.seconds,
-            total.failures,
-            percentile(total.latencies or [0.0], 0.5),
-            percentile(total.latencies or [0.0], 0.99),
-        )
-    )
-
-
-@contextmanager
-def _load_in_background(
-    port: int, request: bytes, connections: int, report: list[str]
-) -> Iterator[None]:
-    """Run ``_background_load`` in another process for the duration of the block."""
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    results = context.Queue()
-    process = context.Process(
-        target=_background_load,
-        args=(port, request, connections, stop, REVOCATION_DEADLINE, results),
-    )
-    process.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        try:
-            figures = results.get(timeout=30)
-        except queue.Empty:
-            figures = None
-        process.join(timeout=30)
-        if process.is_alive():
-            process.kill()
-    if figures is None:
-        raise RuntimeError(
-            f"the background load process exited with {process.exitcode} and "
-            "sent no figures; its traceback is above"
-        )
-    count, seconds, failures, p50, p99 = figures
-    report.append(
-        f"background forward-auth load: {count / seconds:,.0f} requests/s, "
-        f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-        f"{failures} unexpected statuses"
-    )
-
-
-class KeepAliveClient:
-    """One HTTP/1.1 connection that returns each response's status."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def __aenter__(self) -> KeepAliveClient:
-        self._reader, self._writer = await asyncio.open_connection(HOST, self.port)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._writer is not None
-        self._writer.close()
-        await self._writer.wait_closed()
-
-    async def status(self, request: bytes) -> int:
-        assert self._reader is not None and self._writer is not None
-        self._writer.write(request)
-        head = (await self._reader.readuntil(b"\r\n\r\n")).lower()
-        start = head.index(b"content-length:") + len(b"content-length:")
-        length = int(head[start : head.index(b"\r\n", start)])
-        await self._reader.readexactly(length)
-        return int(head[9:12])
-
-
-async def _delete_to_rejection(
-    api: httpx.AsyncClient,
-    checking: KeepAliveClient,
-    validators: Validators,
-    number: int,
-) -> float:
-    """Return the seconds from a deletion's 204 to the first 401 from another
-    process, which caches the token and learns of the deletion only from the
-    ``TokenRevoked`` event."""
-    created = await api.post(
-        f"{validators.tokens_url}/v1/tokens",
-        json={"name": f"bench revocation {number}", "expire_in_days": 5},
-        headers=_bearer(validators.session),
-    )
-    created.raise_for_status()
-    token = created.json()
-
-    # Each token comes from an address of its own, so that the 401s do not
-    # reach the per-address limit on failed validations.
-    address = ipaddress.IPv4Address("10.0.0.0") + number
-    headers = {**_bearer(token["token"]), "X-Forwarded-For": str(address)}
-    forward = http_request(checking.port, "GET", FORWARD, headers)
-    for _ in range(2):
-        status = await checking.status(forward)
-        if status != 200:
-            raise RuntimeError(f"a new token got {status} from the caching process")
-
-    deleted = await api.delete(
-        f"{validators.tokens_url}/v1/tokens/{token['id']}",
-        headers=_bearer(validators.session),
-    )
-    deleted.raise_for_status()
-
-    started = time.perf_counter()
-    while time.perf_counter() - started < REVOCATION_TIMEOUT:
-        if await checking.status(forward) == 401:
-            return time.perf_counter() - started
-    raise TimeoutError(
-        f"a deleted token was still valid after {REVOCATION_TIMEOUT:.0f} s"
-    )
-
-
-async def _deletions(validators: Validators, first: int, count: int) -> list[float]:
-    delays = []
-    async with (
-        httpx.AsyncClient(timeout=10.0) as api,
-        KeepAliveClient(validators.checking_port) as checking,
-    ):
-        for number in range(first, first + count):
-            delays.append(await _delete_to_rejection(api, checking, validators, number))
-    return delays
-
-
-async def _kafka_hops(bootstrap: str, topic: str, count: int) -> list[float]:
-    """Return the seconds from each send to its arrival at a consumer.
-
-    The producer has the outbox relay's settings (idempotent, acks=all), and
-    the consumer reads the topic's one partition without a group, as the
-    cache's invalidation reader does. One record is in flight at a time.
-    """
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
-    )
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await producer.start()
-    await consumer.start()
-    try:
-        partition = TopicPartition(topic, 0)
-        consumer.assign([partition])
-        await consumer.seek_to_end(partition)
-        await consumer.position(partition)
-
-        async def arrival() -> float:
-            await consumer.getone()
-            return time.perf_counter()
-
-        hops = []
-        for number in range(count):
-            received = asyncio.create_task(arrival())
-            started = time.perf_counter()
-            await producer.send_and_wait(topic, str(number).encode(), key=b"bench")
-            arrived = await asyncio.wait_for(received, REVOCATION_TIMEOUT)
-            hops.append(arrived - started)
-        return hops
-    finally:
-        await consumer.stop()
-        await producer.stop()
-
-
-async def _create_topic(bootstrap: str, topic: str, delete: bool = False) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if delete:
-            await admin.delete_topics([topic])
-        else:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
-
-
-def _revocation(
-    bench: BenchStack, validators: Validators, settings: Settings, section: Section
-) -> Row:
-    """Alternate chunks of deletions and of bare Kafka hops, under load."""
-    bootstrap = bench.config.kafka_bootstrap
-    topic = f"bench-{bench.database}.hop"
-    _run(_create_topic(bootstrap, topic))
-
-    delays: list[float] = []
-    hops: list[float] = []
-    chunk = max(1, settings.deletions // settings.revocation_chunks)
-    request = validators.forward(validators.checking_port)
-    deadline = time.monotonic() + REVOCATION_DEADLINE
-    try:
-        with _load_in_background(
-            validators.checking_port,
-            request,
-            settings.background_connections,
-            section.details,
-        ):
-            while len(delays) < settings.deletions:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{len(delays)} of {settings.deletions} deletions took "
-                        f"more than {REVOCATION_DEADLINE:.0f} s"
-                    )
-                count = min(chunk, settings.deletions - len(delays))
-                delays += _run(_deletions(validators, len(delays), count))
-                hops += _run(_kafka_hops(bootstrap, topic, count))
-    finally:
-        _run(_create_topic(bootstrap, topic, delete=True))
-
-    section.details += [
-        _milliseconds_line("delete to first 401 at the caching process", delays),
-        _milliseconds_line("bare aiokafka produce-to-consume hop", hops),
-    ]
-    return Row(
-        "revocation",
-        f"p99 ms, delete to first 401, {len(delays)} deletions under load",
-        percentile(delays, 0.99) * 1000,
-        "p99 ms of a bare aiokafka hop, same broker",
-        percentile(hops, 0.99) * 1000,
-        3.0,
-        at_most=True,
-    )
-
-
-def _milliseconds_line(label: str, seconds: list[float]) -> str:
-    return (
-        f"{label}: p50 {percentile(seconds, 0.5) * 1000:.1f} ms, "
-        f"p99 {percentile(seconds, 0.99) * 1000:.1f} ms, "
-        f"max {max(seconds) * 1000:.1f} ms ({len(seconds)} samples)"
-    )
-
-
 # Sign-ins: the forward-auth p99 while the profile service hashes passwords.
 
 
 async def _sign_in_stream(
-    validators: Validators, per_second: float, seconds: float
+    profile_url: str, usernames: Iterator[str], per_second: float, seconds: float
 ) -> list[float]:
     """Sign in at a steady rate for ``seconds`` and return each latency.
 
-    At most four sign-ins are in flight, and the stream skips a beat rather
-    than pile up more.
+    Each sign-in takes the next name of ``usernames``, whose users all have
+    the password ``PASSWORD``. At most four sign-ins are in flight, and the
+    stream skips a beat rather than pile up more.
     """
     latencies: list[float] = []
     in_flight = asyncio.Semaphore(4)
-    body = {"username": validators.username, "password": PASSWORD}
-    url = f"{validators.profile_url}/v1/sessions"
+    url = f"{profile_url}/v1/sessions"
 
-    async def sign_in(client: httpx.AsyncClient) -> None:
+    async def sign_in(client: httpx.AsyncClient, username: str) -> None:
         async with in_flight:
             started = time.perf_counter()
+            body = {"username": username, "password": PASSWORD}
             response = await client.post(url, json=body)
             response.raise_for_status()
             latencies.append(time.perf_counter() - started)
@@ -592,13 +346,14 @@ async def _sign_in_stream(
         for beat in range(int(per_second * seconds)):
             await asyncio.sleep(max(0.0, start + beat / per_second - time.monotonic()))
             if not in_flight.locked():
-                tasks.append(asyncio.create_task(sign_in(client)))
+                task = sign_in(client, next(usernames))
+                tasks.append(asyncio.create_task(task))
         await asyncio.gather(*tasks)
     return latencies
 
 
 async def _load_with_sign_ins(
-    validators: Validators, settings: Settings
+    validators: Validators, settings: Settings, usernames: Iterator[str]
 ) -> tuple[Load, list[float]]:
     request = validators.forward(validators.hit_port)
     load, sign_ins = await asyncio.gather(
@@ -609,15 +364,27 @@ async def _load_with_sign_ins(
             settings.seconds,
             settings.connections,
         ),
-        _sign_in_stream(validators, settings.sign_ins_per_second, settings.seconds),
+        _sign_in_stream(
+            validators.profile_url,
+            usernames,
+            settings.sign_ins_per_second,
+            settings.seconds,
+        ),
     )
     return load, sign_ins
 
 
-def _sign_ins(validators: Validators, settings: Settings, section: Section) -> Row:
-    """Interleave rounds with and without sign-ins, and compare the pooled p99s."""
+def _measure_sign_ins(
+    validators: Validators, settings: Settings, usernames: list[str]
+) -> tuple[Measurements, list[float]]:
+    """Interleave rounds of forward-auth load without sign-ins ("quiet") and
+    with sign-ins of ``usernames`` in turn ("busy").
+
+    Returns the loads and each sign-in's latency.
+    """
     measurements = Measurements()
     sign_ins: list[float] = []
+    names = itertools.cycle(usernames)
     request = validators.forward(validators.hit_port)
     for _ in range(settings.rounds):
         quiet = http_load(
@@ -627,10 +394,19 @@ def _sign_ins(validators: Validators, settings: Settings, section: Section) -> R
             settings.seconds,
             settings.connections,
         )
-        measurements.add("quiet", _run(quiet))
-        load, latencies = _run(_load_with_sign_ins(validators, settings))
+        measurements.add("quiet", run_on_uvloop(quiet))
+        busy = _load_with_sign_ins(validators, settings, names)
+        load, latencies = run_on_uvloop(busy)
         measurements.add("busy", load)
         sign_ins += latencies
+    return measurements, sign_ins
+
+
+def _sign_ins(validators: Validators, settings: Settings, section: Section) -> Row:
+    """Interleave rounds with and without sign-ins, and compare the pooled p99s."""
+    measurements, sign_ins = _measure_sign_ins(
+        validators, settings, [validators.username]
+    )
     quiet_p99 = percentile(measurements.latencies("quiet"), 0.99)
     busy_p99 = percentile(measurements.latencies("busy"), 0.99)
     section.details += [
@@ -702,64 +478,165 @@ async def _seed_valid(dsn: str, validators: Validators, count: int) -> list[str]
     return values
 
 
-def _growth(bench: BenchStack, validators: Validators, settings: Settings) -> list[str]:
-    """Measure the miss and hit rates at two sizes, each beside its ceiling.
+async def _seed_users(dsn: str, validators: Validators, count: int) -> list[str]:
+    """Insert users into the profile service's table until it holds ``count``,
+    and return the new users' names.
 
-    A single rate swings with the load of a shared machine, so each size
-    gets rounds that alternate the figure and its ceiling, and reports the
-    median rate and the median ratio.
+    Creating a user through the API hashes its password with Argon2id, about
+    0.2 s of CPU time each, and sends a ``UserCreated`` event through the
+    outbox. Neither is what the sign-ins growth line measures, so the users
+    are inserted straight into ``profile.users``. Each gets the bench user's
+    stored hash, which the profile service computed from ``PASSWORD`` with
+    its own parameters, so that signing in as any of them verifies a real
+    hash of the password sent, at the same cost. The other services do not
+    learn of these users, and sign-ins do not ask them.
     """
-    dsn = bench.superuser_dsn
+    conn = await asyncpg.connect(dsn)
+    try:
+        password_hash: str = await conn.fetchval(
+            "SELECT password_hash FROM profile.users WHERE id = $1",
+            uuid.UUID(validators.user_id),
+        )
+        if not password_hash.startswith("$argon2id$"):
+            raise RuntimeError("the bench user's password hash is not Argon2id")
+        present: int = await conn.fetchval("SELECT count(*) FROM profile.users")
+        names = [f"seeded{n}" for n in range(present, count)]
+        await conn.execute(
+            "INSERT INTO profile.users (id, username, display_name, email,"
+            " time_zone, role, password_hash, created_at, updated_at)"
+            " SELECT gen_random_uuid(), name, 'Seeded', name || '@bench.example.org',"
+            " 'UTC', 'user', $2, now(), now() FROM unnest($1::text[]) AS name",
+            names,
+            password_hash,
+        )
+        await conn.execute("ANALYZE profile.users")
+    finally:
+        await conn.close()
+    return names
+
+
+def _growth(bench: BenchStack, validators: Validators, settings: Settings) -> list[str]:
+    """Measure each figure at two sizes of its input, each beside its ceiling."""
+    miss, revoked = _table_growth(bench, validators, settings)
+    # The hit growth seeds ten times the bench user's quota of active tokens,
+    # after which the API refuses to create the tokens that revocation
+    # deletes, so it comes after the revocation growth.
+    hit = _hit_growth(bench, validators, settings)
+    sign_ins = _sign_in_growth(bench, validators, settings)
+    return [miss, hit, revoked, sign_ins]
+
+
+def _rate(port: int, requests: list[bytes], settings: Settings) -> Load:
+    load = run_on_uvloop(
+        http_load(port, requests, 200, settings.seconds, settings.connections)
+    )
+    if load.failures:
+        raise RuntimeError(f"{load.failures} unexpected statuses in a growth loop")
+    return load
+
+
+def _table_growth(
+    bench: BenchStack, validators: Validators, settings: Settings
+) -> tuple[str, str]:
+    """Measure the miss rate and revocation with N and 10N tokens in the table.
+
+    A single rate swings with the load of a shared machine, so the miss rate
+    gets rounds that alternate it with its ceiling, and the line gives the
+    median rate and the median ratio. Revocation alternates chunks of
+    deletions and of bare Kafka hops, as its row does, with fewer deletions.
+    """
     miss = [validators.forward(validators.miss_port)]
-    healthz = [http_request(validators.hit_port, "GET", "/healthz", {})]
     key = secret.keyed_hash(validators.hash_key, validators.token)
 
-    def rate(port: int, requests: list[bytes]) -> Load:
-        load = _run(
-            http_load(port, requests, 200, settings.seconds, settings.connections)
-        )
-        if load.failures:
-            raise RuntimeError(f"{load.failures} unexpected statuses in a growth loop")
-        return load
-
     def query() -> Load:
-        return _run(
+        return run_on_uvloop(
             _query_rate(
                 bench.dsns["tokens"], [key], settings.seconds, settings.connections
             )
         )
 
-    def miss_figures() -> tuple[float, float]:
-        return _alternate(partial(rate, validators.miss_port, miss), query, 3)
-
     small, large = settings.growth_tokens, settings.growth_tokens * 10
-    _run(_seed_filler(dsn, 1, small))
-    miss_small = miss_figures()
-    _run(_seed_filler(dsn, small + 1, large))
-    miss_large = miss_figures()
+    misses: list[tuple[float, float]] = []
+    revocations: list[revocation.Revocations] = []
+    # The revocation row's deletions took the numbers below this one.
+    first = settings.deletions
+    for low, high in ((1, small), (small + 1, large)):
+        run_on_uvloop(_seed_filler(bench.superuser_dsn, low, high))
+        rate = partial(_rate, validators.miss_port, miss, settings)
+        misses.append(_alternate(rate, query, 3))
+        revocations.append(
+            revocation.measure(
+                bench,
+                validators,
+                settings.growth_deletions,
+                settings.revocation_chunk,
+                settings.background_connections,
+                first,
+            )
+        )
+        first += settings.growth_deletions
+    before, after = (
+        f"p99 {r.p99 * 1000:.1f} ms, {r.p99 / r.hop_p99:.2f}" for r in revocations
+    )
+    return (
+        f"forward auth, cache off, tokens in the table: {_growth_figure(misses[0])} "
+        f"of the asyncpg loop at {small:,} → {_growth_figure(misses[1])} at "
+        f"{large:,}",
+        f"revocation, DELETE sent to first 401, tokens in the table: {before} of "
+        f"the bare hop's p99 at {small:,} → {after} at {large:,} "
+        f"({settings.growth_deletions} deletions and hops at each)",
+    )
 
+
+def _hit_growth(bench: BenchStack, validators: Validators, settings: Settings) -> str:
+    """Measure the hit rate with N and 10N distinct valid tokens in rotation."""
+    healthz = [http_request(validators.hit_port, "GET", "/healthz", {})]
     few, many = settings.growth_cached, settings.growth_cached * 10
-    values = _run(_seed_valid(dsn, validators, many))
+    values = run_on_uvloop(_seed_valid(bench.superuser_dsn, validators, many))
     hits = []
     for count in (few, many):
         requests = [validators.forward(validators.hit_port, v) for v in values[:count]]
         # One pass fills the cache, so that the loop measures hits.
-        _run(http_load(validators.hit_port, requests, 200, 30.0, 1, count))
+        run_on_uvloop(http_load(validators.hit_port, requests, 200, 30.0, 1, count))
         hits.append(
             _alternate(
-                partial(rate, validators.hit_port, requests),
-                partial(rate, validators.hit_port, healthz),
+                partial(_rate, validators.hit_port, requests, settings),
+                partial(_rate, validators.hit_port, healthz, settings),
                 3,
             )
         )
-    return [
-        f"forward auth, cache off, tokens in the table: {_growth_figure(miss_small)} "
-        f"of the asyncpg loop at {small:,} → {_growth_figure(miss_large)} at "
-        f"{large:,}",
+    return (
         f"forward auth, cache hit, distinct tokens in rotation: "
         f"{_growth_figure(hits[0])} of /healthz at {few:,} → "
-        f"{_growth_figure(hits[1])} at {many:,}",
-    ]
+        f"{_growth_figure(hits[1])} at {many:,}"
+    )
+
+
+def _sign_in_growth(
+    bench: BenchStack, validators: Validators, settings: Settings
+) -> str:
+    """Measure the forward-auth p99 during sign-ins with U and 10U users in the
+    profile service, the sign-ins spread over all users with the bench
+    password, as the sign-ins row measures it."""
+    few, many = settings.growth_users, settings.growth_users * 10
+    names = [validators.username]
+    figures = []
+    sign_in_p50s = []
+    for count in (few, many):
+        names += run_on_uvloop(_seed_users(bench.superuser_dsn, validators, count))
+        # A fixed order that visits the table's users in no particular order.
+        order = random.Random(count).sample(names, len(names))
+        measurements, sign_ins = _measure_sign_ins(validators, settings, order)
+        busy = percentile(measurements.latencies("busy"), 0.99)
+        quiet = percentile(measurements.latencies("quiet"), 0.99)
+        figures.append(f"p99 {busy * 1000:.1f} ms, {busy / quiet:.2f}")
+        sign_in_p50s.append(f"{percentile(sign_ins, 0.5) * 1000:.0f}")
+    return (
+        f"forward auth during {settings.sign_ins_per_second:g} sign-ins/s, users "
+        f"in the profile service: {figures[0]} of the p99 without sign-ins at "
+        f"{few:,} → {figures[1]} at {many:,} (sign-ins themselves: p50 "
+        f"{sign_in_p50s[0]} → {sign_in_p50s[1]} ms)"
+    )
 
 
 def _alternate(

@@ -23,7 +23,8 @@ class ApiError(Exception):
         self.response = response
 
 
-def _bearer(credential: str) -> dict[str, str]:
+def bearer(credential: str) -> dict[str, str]:
+    """Return the Authorization header that presents ``credential``."""
     return {"Authorization": f"Bearer {credential}"}
 
 
@@ -46,7 +47,7 @@ class Api:
         expect: int = 200,
         **kwargs: Any,
     ) -> Any:
-        headers = _bearer(credential) if credential else {}
+        headers = bearer(credential) if credential else {}
         response = self.http.request(
             method, self.urls[service] + path, headers=headers, **kwargs
         )
@@ -97,7 +98,7 @@ class Api:
         while time.monotonic() < deadline:
             response = self.http.get(
                 f"{self.urls['tokens']}/v1/users/{user_id}/tokens",
-                headers=_bearer(admin),
+                headers=bearer(admin),
             )
             if response.status_code == 200:
                 return
