@@ -39,7 +39,6 @@ from aiosmtpd.controller import Controller
 
 from bench.common import HOST, BenchStack, Row, Section, percentile
 from services.common.cloudevents import encode_headers, encode_value
-from services.common.consumer import INSERT_INBOX_IDS
 from services.common.kafka import PARTITIONS
 from services.common.runtime import BATCH_MAX_RECORDS as BATCH_EVENTS
 from services.contracts import TokenExpired, TokenExpiring, Topics
@@ -211,9 +210,9 @@ async def wait_for_group(
     since: datetime,
 ) -> Rate:
     """Poll the group's committed offsets until they reach ``ends``; return
-    the rate from the notifier's first inbox row written after ``since``.
+    the rate from the notifier's first email request written after ``since``.
 
-    The start is that row's ``processed_at``, the start of the first batch's
+    The start is that row's ``created_at``, the start of the first batch's
     transaction, so the process's start-up and first fetch are left out. A
     batch can hold a whole small backlog, so the commits alone cannot tell.
     """
@@ -240,8 +239,8 @@ async def wait_for_group(
     conn = await asyncpg.connect(dsn)
     try:
         first: datetime = await conn.fetchval(
-            "SELECT min(processed_at) FROM notifier.processed_events"
-            " WHERE processed_at >= $1",
+            "SELECT min(created_at) FROM notifier.email_requests"
+            " WHERE created_at >= $1",
             since,
         )
     finally:
@@ -412,28 +411,22 @@ async def event_to_email(
 
 
 async def bare_inserts(dsn: str, user_ids: Sequence[uuid.UUID], count: int) -> Rate:
-    """Write the inbox rows and email requests of ``count`` token events with
-    the notifier's own statements, 1,000 events a transaction, then delete
-    them: the database's share of consuming, without Kafka or decoding."""
+    """Write the email requests of ``count`` token events with the notifier's
+    own statement, ``BATCH_EVENTS`` events a transaction, then delete them:
+    the database's share of consuming, without Kafka or decoding."""
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "notifier"})
     try:
         batches = []
         for start in range(0, count, BATCH_EVENTS):
             rows = []
             for index in range(start, min(count, start + BATCH_EVENTS)):
-                token_id = uuid.uuid4()
-                key = f"{EXPIRED}.{token_id}"
                 rows.append(
                     (
-                        str(uuid.uuid4()),
-                        TokenExpired.ce_type,
-                        key,
                         EXPIRED,
                         user_ids[index % len(user_ids)],
-                        token_id,
+                        uuid.uuid4(),
                         f"bare {index}",
                         datetime.now(UTC),
-                        f"<{key}@bench.invalid>",
                         None,
                     )
                 )
@@ -441,14 +434,9 @@ async def bare_inserts(dsn: str, user_ids: Sequence[uuid.UUID], count: int) -> R
         started = time.perf_counter()
         for columns in batches:
             async with conn.transaction():
-                await conn.fetch(INSERT_INBOX_IDS, columns[0], columns[1])
-                await conn.execute(INSERT_TOKEN_REQUESTS, *columns[2:])
+                await conn.execute(INSERT_TOKEN_REQUESTS, *columns, "bench.invalid")
         seconds = time.perf_counter() - started
         await conn.execute("DELETE FROM email_requests WHERE token_name LIKE 'bare %'")
-        await conn.execute(
-            "DELETE FROM processed_events WHERE event_id = any($1::text[])",
-            [event_id for columns in batches for event_id in columns[0]],
-        )
         return Rate(count, seconds)
     finally:
         await conn.close()
@@ -601,8 +589,8 @@ class NotifierBench:
             )
         )
         self.section.details.append(
-            f"notifier consuming: the same inbox rows and email requests written"
-            f" by a bare asyncpg loop, {BATCH_EVENTS:,} events a transaction: "
+            f"notifier consuming: the same email requests written by a bare"
+            f" asyncpg loop, {BATCH_EVENTS:,} events a transaction: "
             f"{database.per_second:,.0f} events/s, against the notifier's "
             f"{figure.per_second:,.0f}"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,14 +55,18 @@ def encode_value(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for name, raw in headers:
-        try:
-            result[name] = raw.decode()
-        except UnicodeDecodeError as error:
-            raise InvalidEvent(f"header {name} is not valid UTF-8") from error
-    return result
+def header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    """Return a record's headers by name; raises ``InvalidEvent`` for one
+    that is not UTF-8."""
+    try:
+        return {name: raw.decode() for name, raw in headers}
+    except UnicodeDecodeError:
+        for name, raw in headers:
+            try:
+                raw.decode()
+            except UnicodeDecodeError as error:
+                raise InvalidEvent(f"header {name} is not valid UTF-8") from error
+        raise
 
 
 def decode(headers: Sequence[tuple[str, bytes]], value: bytes | None) -> Envelope:
@@ -72,7 +76,11 @@ def decode(headers: Sequence[tuple[str, bytes]], value: bytes | None) -> Envelop
     consumer can skip types added after it was built. Anything else that does
     not parse raises ``InvalidEvent``.
     """
-    attributes = _header_map(headers)
+    return decode_attributes(header_map(headers), value)
+
+
+def decode_attributes(attributes: Mapping[str, str], value: bytes | None) -> Envelope:
+    """Parse a record whose headers ``header_map`` has read, as ``decode``."""
     for required in ("ce_id", "ce_type", "ce_source", "ce_specversion"):
         if not attributes.get(required):
             raise InvalidEvent(f"header {required} is missing")

@@ -29,11 +29,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from aiokafka import TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
-from services.common.cloudevents import Envelope, InvalidEvent, decode
+from services.common.cloudevents import (
+    Envelope,
+    InvalidEvent,
+    decode_attributes,
+    header_map,
+)
 from services.common.db import Connection, Pool
 from services.common.observability import DEAD_LETTERS, EVENTS_CONSUMED, correlation_id
 from services.contracts import Event
@@ -61,6 +67,22 @@ class _Rejection:
 
     reason: str
     event_type: str = "unknown"
+
+
+# A record of a batch with its headers, and what to do with it.
+_Accepted = tuple[Any, list[tuple[str, bytes]], Delivery]
+_Rejected = tuple[Any, list[tuple[str, bytes]], _Rejection]
+
+
+@dataclass(frozen=True)
+class _Applying:
+    """A batch being applied: its records, whether its transaction committed
+    (False when it was not applied), and the task that applies it and then
+    commits its offsets."""
+
+    records: tuple[Any, ...]
+    applied: asyncio.Future[bool]
+    task: asyncio.Task[None]
 
 
 MAX_ATTEMPTS = 3
@@ -100,22 +122,37 @@ class EventDispatcher:
         self._dead_letter_topic = dead_letter_topic
         self._handlers: dict[str, Handler] = {}
         self._batch_handlers: dict[str, BatchHandler] = {}
+        self._without_inbox: set[str] = set()
+        # The last batch handed over to a task of its own.
+        self._pending: _Applying | None = None
 
     def register(
         self,
         event_type: type[Event],
         handler: Handler,
         batch_handler: BatchHandler | None = None,
+        *,
+        idempotent: bool = False,
     ) -> None:
         """Route ``event_type`` to ``handler``.
 
         A batch subscriber calls ``batch_handler``, when given, once for each
         run of consecutive events that share it, in place of ``handler`` per
         event. Both must have the same effect.
+
+        With ``idempotent``, the handlers' effect is already the same however
+        often an event is applied (an insert that a unique key of its own
+        turns into nothing), so no inbox row is written for the type and
+        repeats are not counted as duplicates: see
+        docs/decisions/consumer-ack-policy.md.
         """
         self._handlers[event_type.ce_type] = handler
         if batch_handler is not None:
             self._batch_handlers[event_type.ce_type] = batch_handler
+        if idempotent:
+            self._without_inbox.add(event_type.ce_type)
+        else:
+            self._without_inbox.discard(event_type.ce_type)
 
     async def handle(self, message: KafkaMessage) -> None:
         """Apply one Kafka record's effect once, skipping repeats, or dead-letter it."""
@@ -128,25 +165,110 @@ class EventDispatcher:
             correlation_id.reset(token)
 
     async def handle_batch(self, message: KafkaMessage) -> None:
-        """Apply a batch of Kafka records in one transaction, skipping repeats.
+        """Decode a batch of Kafka records and start applying it in one
+        transaction, once the previous batch's transaction has committed.
 
-        Records that do not parse are dead-lettered after the batch commits,
-        so that a batch redelivered after an outage does not dead-letter them
-        twice.
+        The batch is applied by a task of its own, so that this subscriber
+        fetches and decodes the next batch while the database writes this
+        one. The task commits the batch's offsets after its transaction and
+        after the previous batch's offsets. When a batch is not applied (an
+        outage, or anything unexpected), every partition of it, and of the
+        batch fetched after it, is rewound to its first record there, so
+        both are delivered again.
         """
         records = message.raw_message
         if not isinstance(records, tuple):
             records = (records,)
-        accepted: list[tuple[Any, list[tuple[str, bytes]], Delivery]] = []
-        rejected: list[tuple[Any, list[tuple[str, bytes]], _Rejection]] = []
+        consumer: Any = getattr(message, "consumer", None)
+        previous = self._pending
+        try:
+            accepted, rejected = self._decode_batch(records)
+            if previous is not None:
+                either: list[asyncio.Future[Any]] = [previous.applied, previous.task]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if not (previous.applied.done() and previous.applied.result()):
+                    # The previous batch rewound its partitions already.
+                    self._pending = None
+                    _rewind(consumer, previous.records + records)
+                    return
+        except BaseException:
+            _rewind(consumer, records)
+            raise
+        applied = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            self._apply_and_commit(
+                consumer, records, accepted, rejected, applied, previous
+            )
+        )
+        self._pending = _Applying(records, applied, task)
+
+    async def drain(self) -> None:
+        """Wait until the batch being applied, if any, is applied and its
+        offsets committed, or given up."""
+        pending = self._pending
+        if pending is not None:
+            await asyncio.wait([pending.task])
+
+    def _decode_batch(
+        self, records: tuple[Any, ...]
+    ) -> tuple[list[_Accepted], list[_Rejected]]:
+        accepted: list[_Accepted] = []
+        rejected: list[_Rejected] = []
         for record in records:
             headers = list(record.headers or ())
             outcome = self._decode(record, headers)
             if isinstance(outcome, _Rejection):
                 rejected.append((record, headers, outcome))
             elif outcome is not None:
-                delivery = Delivery(outcome.event, outcome, _correlation_id(headers))
-                accepted.append((record, headers, delivery))
+                accepted.append((record, headers, outcome))
+        return accepted, rejected
+
+    async def _apply_and_commit(
+        self,
+        consumer: Any,
+        records: tuple[Any, ...],
+        accepted: list[_Accepted],
+        rejected: list[_Rejected],
+        applied: asyncio.Future[bool],
+        previous: _Applying | None,
+    ) -> None:
+        """Apply a decoded batch, tell ``applied`` whether it was, then commit
+        its offsets after ``previous`` has. A batch that was not applied is
+        rewound, to be delivered again."""
+        try:
+            await self._apply_decoded(accepted, rejected)
+        except BaseException as error:
+            applied.set_result(False)
+            _rewind(consumer, records)
+            if not isinstance(error, Exception):
+                raise
+            if not isinstance(error, OUTAGE_ERRORS):
+                log.exception("a batch of %d records was not applied", len(records))
+            return
+        applied.set_result(True)
+        if previous is not None:
+            # Commits in order, so that the committed offset never goes back.
+            await asyncio.wait([previous.task])
+        if consumer is None:
+            return
+        try:
+            await consumer.commit(_next_offsets(records))
+        except Exception as error:
+            # The effects are stored, and the next batch's commit covers
+            # these offsets too. A restart before then redelivers them, and
+            # the inbox or the handlers' own keys skip them.
+            log.warning("committing the offsets of a batch failed: %r", error)
+
+    async def _apply_decoded(
+        self, accepted: list[_Accepted], rejected: list[_Rejected]
+    ) -> None:
+        """Apply the accepted events in one transaction, then dead-letter the
+        rejected records.
+
+        Records that do not parse are dead-lettered after the batch commits,
+        so that a batch redelivered after an outage does not dead-letter them
+        twice.
+        """
         if accepted:
             try:
                 await self._apply_batch([delivery for _, _, delivery in accepted])
@@ -180,11 +302,12 @@ class EventDispatcher:
 
     def _decode(
         self, record: Any, headers: list[tuple[str, bytes]]
-    ) -> Envelope | _Rejection | None:
-        """Return the envelope to apply, the reason to dead-letter the record,
+    ) -> Delivery | _Rejection | None:
+        """Return the event to apply, the reason to dead-letter the record,
         or None for an event type that this consumer does not handle."""
         try:
-            envelope = decode(headers, record.value)
+            attributes = header_map(headers)
+            envelope = decode_attributes(attributes, record.value)
         except InvalidEvent as error:
             return _Rejection(f"invalid event: {error}")
         if envelope.event is None:
@@ -195,7 +318,9 @@ class EventDispatcher:
             self._count(envelope.type, "skipped")
             log.debug("skipped event type %s id=%s", envelope.type, envelope.id)
             return None
-        return envelope
+        # FastStream's publisher sets the correlation_id header.
+        correlation = attributes.get("correlation_id") or None
+        return Delivery(envelope.event, envelope, correlation)
 
     async def _handle_record(self, record: Any) -> None:
         headers = list(record.headers or ())
@@ -203,7 +328,7 @@ class EventDispatcher:
         if isinstance(outcome, _Rejection):
             await self._dead_letter(record, headers, outcome.reason, outcome.event_type)
         elif outcome is not None:
-            await self._apply_with_retries(record, headers, outcome)
+            await self._apply_with_retries(record, headers, outcome.envelope)
 
     async def _apply_with_retries(
         self, record: Any, headers: list[tuple[str, bytes]], envelope: Envelope
@@ -239,17 +364,23 @@ class EventDispatcher:
                 await asyncio.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1))
 
     async def _apply_batch(self, deliveries: list[Delivery]) -> None:
+        without_inbox = self._without_inbox
+        recorded = [d for d in deliveries if d.envelope.type not in without_inbox]
         async with self._pool().acquire() as conn, conn.transaction():
-            inserted = await conn.fetch(
-                INSERT_INBOX_IDS,
-                [delivery.envelope.id for delivery in deliveries],
-                [delivery.envelope.type for delivery in deliveries],
-            )
-            new_ids = {row["event_id"] for row in inserted}
+            new_ids: set[str] = set()
+            if recorded:
+                inserted = await conn.fetch(
+                    INSERT_INBOX_IDS,
+                    [delivery.envelope.id for delivery in recorded],
+                    [delivery.envelope.type for delivery in recorded],
+                )
+                new_ids = {row["event_id"] for row in inserted}
             fresh: list[Delivery] = []
             for delivery in deliveries:
                 envelope = delivery.envelope
-                if envelope.id in new_ids:
+                if envelope.type in without_inbox:
+                    fresh.append(delivery)
+                elif envelope.id in new_ids:
                     # Removed, so that a second copy in the same batch is a
                     # duplicate too.
                     new_ids.discard(envelope.id)
@@ -301,7 +432,7 @@ class EventDispatcher:
 
     async def _apply_once(self, handler: Handler, envelope: Envelope) -> None:
         async with self._pool().acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
+            inserted = envelope.type in self._without_inbox or await conn.fetchval(
                 "INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2)"
                 " ON CONFLICT (event_id) DO NOTHING RETURNING true",
                 envelope.id,
@@ -362,9 +493,31 @@ class EventDispatcher:
         )
 
 
-def _correlation_id(headers: list[tuple[str, bytes]]) -> str | None:
-    """Return the ``correlation_id`` header that FastStream's publisher sets."""
-    for name, raw in headers:
-        if name == "correlation_id":
-            return raw.decode(errors="replace") or None
-    return None
+def _next_offsets(records: tuple[Any, ...]) -> dict[TopicPartition, int]:
+    """Return the offset after the last of ``records`` in each partition."""
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+    return {TopicPartition(*key): offset for key, offset in offsets.items()}
+
+
+def _rewind(consumer: Any, records: tuple[Any, ...]) -> None:
+    """Seek each partition of ``records`` back to its first record there.
+
+    A partition no longer assigned to this consumer is left to its new
+    owner, which starts from the last committed offset.
+    """
+    if consumer is None:
+        return
+    earliest: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        earliest[key] = min(earliest.get(key, record.offset), record.offset)
+    for key, offset in earliest.items():
+        partition = TopicPartition(*key)
+        try:
+            consumer.seek(partition, offset)
+        except Exception as error:
+            # Not assigned any more (a rebalance), or the consumer stopped.
+            log.info("not rewinding %s to %d: %r", partition, offset, error)

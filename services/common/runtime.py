@@ -58,6 +58,12 @@ HTTP_CONNECTIONS = 100
 # for records. FastStream 0.7 sleeps as long again after an empty poll.
 BATCH_MAX_RECORDS = 1000
 BATCH_TIMEOUT_MS = 50
+# How long the broker keeps a fetch waiting when its partitions have no new
+# records. aiokafka sends no other fetch to that broker meanwhile. So when
+# some partitions are idle and the others' fetched records run out, the
+# consumer waits out the rest of this. At aiokafka's default of 500 ms that
+# was up to half of the time of consuming a backlog (docs/benchmarks.md).
+BATCH_FETCH_WAIT_MS = 100
 
 
 class Runtime:
@@ -82,6 +88,7 @@ class Runtime:
         self._workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribers: list[Any] = []
+        self._dispatchers: list[EventDispatcher] = []
         self.session_validator: CredentialValidator | None = None
         self.pat_validator: PatValidator | None = None
 
@@ -126,6 +133,7 @@ class Runtime:
                 "batch": True,
                 "max_records": BATCH_MAX_RECORDS,
                 "batch_timeout_ms": BATCH_TIMEOUT_MS,
+                "fetch_max_wait_ms": BATCH_FETCH_WAIT_MS,
             }
         subscriber = self.broker.subscriber(
             topic,
@@ -133,8 +141,10 @@ class Runtime:
             group_id=f"{self.topics.prefix}{self.name}.{topic_name}",
             auto_offset_reset="earliest",
             # The offset is committed after the handler returns, and an
-            # exception rewinds to the record: see services.common.consumer.
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            # exception rewinds to the record; a batch subscriber's
+            # dispatcher commits and rewinds itself, after the batch's
+            # transaction: see services.common.consumer.
+            ack_policy=AckPolicy.MANUAL if batch else AckPolicy.NACK_ON_ERROR,
             # The dispatcher parses the value itself; FastStream's own JSON
             # decoding would raise on a poison record before any handler ran,
             # and NACK_ON_ERROR would then redeliver it forever.
@@ -144,6 +154,7 @@ class Runtime:
         )
         subscriber(on_message)
         self._subscribers.append(subscriber)
+        self._dispatchers.append(dispatcher)
         return dispatcher
 
     def document_publisher(self, topic: str, events: tuple[type[Event], ...]) -> None:
@@ -271,11 +282,22 @@ class Runtime:
             asyncio.gather(*self._tasks, return_exceptions=True), SHUTDOWN_SECONDS
         )
         self._tasks.clear()
+        # Let the batch being applied commit its offsets, before and after
+        # the subscribers stop, so that a restart does not redeliver it.
+        await self._drain()
         await self.broker.stop()
+        await self._drain()
         if self._http is not None:
             await self._http.close()
         await self.close_database()
         log.info("%s stopped", self.name)
+
+    async def _drain(self) -> None:
+        """Wait, for at most ``SHUTDOWN_SECONDS``, for the batches being
+        applied to commit their offsets."""
+        if self._dispatchers:
+            drains = [asyncio.create_task(d.drain()) for d in self._dispatchers]
+            await asyncio.wait(drains, timeout=SHUTDOWN_SECONDS)
 
     def authenticator(self) -> Authenticator:
         return Authenticator(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -49,16 +50,19 @@ INSERT_TOKEN_REQUEST = (
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     " ON CONFLICT (dedupe_key) DO NOTHING"
 )
-# The same for many requests, one array per column. ORDER BY keeps the ids
-# in the order of the events.
+# The same for many requests, one array per column, with the dedupe key and
+# Message-ID built by the database from the kind and token id ($7 is the
+# Message-ID domain): the same strings as _request_values builds. ORDER BY
+# keeps the ids in the order of the events.
 INSERT_TOKEN_REQUESTS = (
     "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
     " token_name, expires_at, message_id, correlation_id)"
-    " SELECT dedupe_key, kind, user_id, token_id, token_name, expires_at,"
-    " message_id, correlation_id FROM unnest($1::text[], $2::text[],"
-    " $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[],"
-    " $8::text[]) WITH ORDINALITY AS r(dedupe_key, kind, user_id, token_id,"
-    " token_name, expires_at, message_id, correlation_id, position)"
+    " SELECT kind || '.' || token_id, kind, user_id, token_id, token_name,"
+    " expires_at, '<' || kind || '.' || token_id || '@' || $7 || '>',"
+    " correlation_id FROM unnest($1::text[], $2::uuid[], $3::uuid[],"
+    " $4::text[], $5::timestamptz[], $6::text[]) WITH ORDINALITY"
+    " AS r(kind, user_id, token_id, token_name, expires_at, correlation_id,"
+    " position)"
     " ORDER BY position"
     " ON CONFLICT (dedupe_key) DO NOTHING"
 )
@@ -188,14 +192,30 @@ class Notifier:
     ) -> None:
         """Store the email requests of a batch of TokenExpiring and TokenExpired
         events with one statement."""
-        rows = []
+        kinds: list[str] = []
+        user_ids: list[uuid.UUID] = []
+        token_ids: list[uuid.UUID] = []
+        names: list[str] = []
+        expiries: list[datetime] = []
+        correlations: list[str | None] = []
         for delivery in deliveries:
-            kind = EXPIRING if isinstance(delivery.event, TokenExpiring) else EXPIRED
-            rows.append(
-                self._request_values(kind, delivery.event, delivery.correlation_id)
-            )
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        await conn.execute(INSERT_TOKEN_REQUESTS, *columns)
+            event = delivery.event
+            kinds.append(EXPIRING if isinstance(event, TokenExpiring) else EXPIRED)
+            user_ids.append(event.user_id)
+            token_ids.append(event.token_id)
+            names.append(event.name)
+            expiries.append(event.expires_at)
+            correlations.append(delivery.correlation_id)
+        await conn.execute(
+            INSERT_TOKEN_REQUESTS,
+            kinds,
+            user_ids,
+            token_ids,
+            names,
+            expiries,
+            correlations,
+            self.config.message_id_domain,
+        )
 
     def _request_values(
         self,
@@ -341,11 +361,19 @@ def create_app(config: NotifierConfig | None = None) -> FastAPI:
     profile_events.register(UserUpdated, notifier.on_user_changed)
     profile_events.register(PasswordChanged, notifier.on_password_changed)
     tokens_events = runtime.consume(runtime.topics.tokens_events, batch=True)
+    # Their one effect is an email request whose dedupe_key makes a repeat do
+    # nothing, so they need no inbox row.
     tokens_events.register(
-        TokenExpiring, notifier.on_token_expiring, notifier.on_token_events
+        TokenExpiring,
+        notifier.on_token_expiring,
+        notifier.on_token_events,
+        idempotent=True,
     )
     tokens_events.register(
-        TokenExpired, notifier.on_token_expired, notifier.on_token_events
+        TokenExpired,
+        notifier.on_token_expired,
+        notifier.on_token_events,
+        idempotent=True,
     )
 
     return runtime.create_app("notifier")

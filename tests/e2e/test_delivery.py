@@ -114,6 +114,10 @@ def test_redelivered_expiry_event_sends_one_email(run: RunContext, admin: str) -
     ]
     assert len(received) == 1
     assert "replayed" in (received[0]["subject"] or "")
+    # The database builds the batch's Message-ID as the one-event path does.
+    assert received[0]["message_id"] == (
+        f"<token-expired.{event.token_id}@notifier.pat.invalid>"
+    )
 
 
 def test_redelivered_password_event_sends_one_email(

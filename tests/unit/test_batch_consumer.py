@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from services.common.observability import correlation_id
 from services.contracts import Event, TokenExpired, TokenExpiring, UserCreated
 
 DEAD_LETTERS = "test.notifier.dead-letters"
+TOPIC = "test.tokens.events"
 
 
 @dataclass
@@ -107,7 +109,7 @@ def record(event: Event, event_id: str | None = None, offset: int = 0) -> Any:
         + [("correlation_id", b"trace-1")],
         value=encode_value(event.model_dump(mode="json")),
         key=event.key().encode(),
-        topic="test.tokens.events",
+        topic=TOPIC,
         partition=0,
         offset=offset,
     )
@@ -166,7 +168,9 @@ def harness() -> Harness:
 
 
 async def handle(harness: Harness, records: list[Any]) -> None:
+    """Hand over one batch and wait until it is applied."""
     await harness.dispatcher.handle_batch(SimpleNamespace(raw_message=tuple(records)))  # type: ignore[arg-type]
+    await harness.dispatcher.drain()
 
 
 async def test_batch_runs_keep_order(harness: Harness) -> None:
@@ -213,3 +217,130 @@ async def test_batch_dead_letters_garbage(harness: Harness) -> None:
     assert harness.conn.applied == ["good"]
     assert [d["dlt_offset"] for d in harness.broker.published] == ["7"]
     assert harness.broker.published[0]["dlt_error"].startswith("invalid event")
+
+
+@dataclass
+class FakeConsumer:
+    """Records the offsets committed and the partitions rewound."""
+
+    commits: list[dict[tuple[str, int], int]] = field(default_factory=list)
+    seeks: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+
+    def seek(self, partition: Any, offset: int) -> None:
+        self.seeks[(partition.topic, partition.partition)] = offset
+
+
+def batch_message(records: list[Any], consumer: FakeConsumer) -> Any:
+    return SimpleNamespace(raw_message=tuple(records), consumer=consumer)
+
+
+def expired(name: str, offset: int, partition: int = 0) -> Any:
+    item = record(token_event(TokenExpired, name), offset=offset)
+    item.partition = partition
+    return item
+
+
+async def test_offsets_committed_after_write(harness: Harness) -> None:
+    consumer = FakeConsumer()
+    release = asyncio.Event()
+    original = harness.conn.fetch
+
+    async def slow_fetch(*args: Any) -> list[Any]:
+        await release.wait()
+        return await original(*args)
+
+    harness.conn.fetch = slow_fetch  # type: ignore[method-assign, assignment]
+    first = [expired("a", 10), expired("b", 11), expired("c", 4, partition=1)]
+    await harness.dispatcher.handle_batch(batch_message(first, consumer))
+    await asyncio.sleep(0)
+
+    assert harness.conn.applied == []
+    assert consumer.commits == []
+
+    release.set()
+    await harness.dispatcher.drain()
+
+    assert harness.conn.applied == ["a", "b", "c"]
+    assert consumer.commits == [{(TOPIC, 0): 12, (TOPIC, 1): 5}]
+    assert consumer.seeks == {}
+
+
+async def test_next_batch_decoded_during_write(harness: Harness) -> None:
+    consumer = FakeConsumer()
+    release = asyncio.Event()
+    original = harness.conn.fetch
+
+    async def slow_fetch(*args: Any) -> list[Any]:
+        await release.wait()
+        return await original(*args)
+
+    harness.conn.fetch = slow_fetch  # type: ignore[method-assign, assignment]
+    await harness.dispatcher.handle_batch(batch_message([expired("a", 1)], consumer))
+    second = asyncio.create_task(
+        harness.dispatcher.handle_batch(batch_message([expired("b", 2)], consumer))
+    )
+    await asyncio.sleep(0.01)
+
+    assert not second.done()
+
+    release.set()
+    await second
+    await harness.dispatcher.drain()
+
+    assert harness.conn.applied == ["a", "b"]
+    assert consumer.commits == [{(TOPIC, 0): 2}, {(TOPIC, 0): 3}]
+
+
+async def test_outage_rewinds_both_batches(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer, "OUTAGE_PAUSE_SECONDS", 0.0)
+    fake = FakeConsumer()
+    original = harness.conn.fetch
+    outages = [OSError("connection refused")]
+
+    async def failing_fetch(*args: Any) -> list[Any]:
+        if outages:
+            raise outages.pop()
+        return await original(*args)
+
+    harness.conn.fetch = failing_fetch  # type: ignore[method-assign, assignment]
+    first = [expired("a", 5), expired("b", 6), expired("c", 9, partition=1)]
+    second = [expired("d", 7), expired("e", 20, partition=2)]
+    await harness.dispatcher.handle_batch(batch_message(first, fake))
+    await harness.dispatcher.handle_batch(batch_message(second, fake))
+    await harness.dispatcher.drain()
+
+    assert harness.conn.applied == []
+    assert fake.commits == []
+    assert fake.seeks == {(TOPIC, 0): 5, (TOPIC, 1): 9, (TOPIC, 2): 20}
+
+    await harness.dispatcher.handle_batch(batch_message(first + second, fake))
+    await harness.dispatcher.drain()
+
+    assert harness.conn.applied == ["a", "b", "c", "d", "e"]
+    assert fake.commits == [{(TOPIC, 0): 8, (TOPIC, 1): 10, (TOPIC, 2): 21}]
+
+
+async def test_idempotent_types_skip_inbox(harness: Harness) -> None:
+    async def apply_many(conn: Any, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            conn.apply(label_of(delivery.event))
+
+    async def apply_one(conn: Any, event: Any, _: Envelope) -> None:
+        conn.apply(label_of(event))
+
+    harness.dispatcher.register(TokenExpired, apply_one, apply_many, idempotent=True)
+    event_id = str(uuid.uuid4())
+    once = record(token_event(TokenExpired, "once"), event_id)
+
+    await handle(harness, [once, record(user_event("user"))])
+    await handle(harness, [once])
+
+    assert len(harness.conn.inbox) == 1
+    assert event_id not in harness.conn.inbox
+    # The handler sees the repeat: its own unique key has to skip it.
+    assert harness.conn.applied == ["once", "user", "once"]
