@@ -44,7 +44,7 @@ from services.common.runtime import BATCH_MAX_RECORDS as BATCH_EVENTS
 from services.contracts import TokenExpired, TokenExpiring, Topics
 from services.launcher import ServiceProcess, free_port
 from services.notifier.app import INSERT_TOKEN_REQUESTS
-from services.notifier.emails import EXPIRED, compose
+from services.notifier.emails import EXPIRED, EXPIRING, compose, token_email_key
 
 BACKLOG = 50_000
 QUICK_BACKLOG = 5_000
@@ -94,8 +94,9 @@ def _deadline_error(what: str) -> TimeoutError:
 
 def _token_record(
     kind: type[TokenExpiring] | type[TokenExpired], user_id: uuid.UUID, name: str
-) -> tuple[bytes, bytes, list[tuple[str, bytes]], uuid.UUID]:
-    """Build one token event as the tokens service's relay would publish it."""
+) -> tuple[bytes, bytes, list[tuple[str, bytes]], str]:
+    """Build one token event as the tokens service's relay would publish it;
+    return its key, value, headers and the dedupe key of its email."""
     now = datetime.now(UTC)
     event = kind(
         token_id=uuid.uuid4(),
@@ -110,7 +111,11 @@ def _token_record(
         key.encode(),
         encode_value(event.model_dump(mode="json")),
         encoded,
-        event.token_id,
+        token_email_key(
+            EXPIRING if kind is TokenExpiring else EXPIRED,
+            event.token_id,
+            event.expires_at,
+        ),
     )
 
 
@@ -387,7 +392,7 @@ async def event_to_email(
     try:
         latencies = []
         for index in range(samples):
-            key, value, headers, token_id = _token_record(
+            key, value, headers, dedupe_key = _token_record(
                 TokenExpired, user_id, f"latency {index}"
             )
             started = time.perf_counter()
@@ -396,7 +401,7 @@ async def event_to_email(
             while time.monotonic() < deadline:
                 status = await conn.fetchval(
                     "SELECT status FROM notifier.email_requests WHERE dedupe_key = $1",
-                    f"{EXPIRED}.{token_id}",
+                    dedupe_key,
                 )
                 if status == "sent":
                     break

@@ -34,6 +34,7 @@ from services.notifier.emails import (
     PASSWORD_CHANGED,
     compose,
     compose_password_changed,
+    token_email_key,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ SEND_BATCH = 10
 # NOTE: a guess. Some SMTP servers limit the messages per connection, and one
 # new connection per 100 emails costs little.
 MAX_EMAILS_PER_CONNECTION = 100
-# One email per token and kind, however often the event is delivered.
+# One email per token, kind and expiry, however often the event is delivered.
 INSERT_TOKEN_REQUEST = (
     "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
     " token_name, expires_at, message_id, correlation_id)"
@@ -51,18 +52,20 @@ INSERT_TOKEN_REQUEST = (
     " ON CONFLICT (dedupe_key) DO NOTHING"
 )
 # The same for many requests, one array per column, with the dedupe key and
-# Message-ID built by the database from the kind and token id ($7 is the
-# Message-ID domain): the same strings as _request_values builds. ORDER BY
+# Message-ID built by the database from the kind, token id and expiry ($7 is
+# the Message-ID domain): the same strings as token_email_key builds. ORDER BY
 # keeps the ids in the order of the events.
 INSERT_TOKEN_REQUESTS = (
     "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
     " token_name, expires_at, message_id, correlation_id)"
-    " SELECT kind || '.' || token_id, kind, user_id, token_id, token_name,"
-    " expires_at, '<' || kind || '.' || token_id || '@' || $7 || '>',"
+    " SELECT key, kind, user_id, token_id, token_name,"
+    " expires_at, '<' || key || '@' || $7 || '>',"
     " correlation_id FROM unnest($1::text[], $2::uuid[], $3::uuid[],"
     " $4::text[], $5::timestamptz[], $6::text[]) WITH ORDINALITY"
     " AS r(kind, user_id, token_id, token_name, expires_at, correlation_id,"
-    " position)"
+    " position),"
+    " LATERAL (SELECT kind || '.' || token_id || '.'"
+    " || (extract(epoch FROM expires_at) * 1000000)::bigint AS key) AS k"
     " ORDER BY position"
     " ON CONFLICT (dedupe_key) DO NOTHING"
 )
@@ -223,7 +226,7 @@ class Notifier:
         event: TokenExpiring | TokenExpired,
         correlation: str | None,
     ) -> tuple[object, ...]:
-        dedupe_key = f"{kind}.{event.token_id}"
+        dedupe_key = token_email_key(kind, event.token_id, event.expires_at)
         return (
             dedupe_key,
             kind,

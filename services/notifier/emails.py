@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 EXPIRING = "token-expiring"
 EXPIRED = "token-expired"
 PASSWORD_CHANGED = "password-changed"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def token_email_key(kind: str, token_id: uuid.UUID | str, expires_at: datetime) -> str:
+    """Return the dedupe key of a token's expiry email, which is also the
+    local part of its Message-ID: one email per kind, token and expiry.
+
+    A rotated token has a new expiry, so it is warned again. The database
+    builds the same key for a batch (``INSERT_TOKEN_REQUESTS``).
+    """
+    microseconds = (expires_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{kind}.{token_id}.{microseconds}"
 
 
 def local_time(instant: datetime, time_zone: str) -> str:

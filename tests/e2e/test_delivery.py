@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from infra import mailbox
 from services.common.cloudevents import encode_headers, encode_value
 from services.contracts import Event, PasswordChanged, TokenExpired, UserCreated
+from services.notifier.emails import EXPIRED, token_email_key
 from tests.conftest import RunContext, make_person, produce_records
 
 
@@ -116,7 +117,8 @@ def test_redelivered_expiry_event_sends_one_email(run: RunContext, admin: str) -
     assert "replayed" in (received[0]["subject"] or "")
     # The database builds the batch's Message-ID as the one-event path does.
     assert received[0]["message_id"] == (
-        f"<token-expired.{event.token_id}@notifier.pat.invalid>"
+        f"<{token_email_key(EXPIRED, event.token_id, event.expires_at)}"
+        "@notifier.pat.invalid>"
     )
 
 

@@ -15,6 +15,7 @@ import httpx
 from infra import mailbox
 from services.contracts import TokenExpired
 from services.launcher import free_port
+from services.notifier.emails import EXPIRED, EXPIRING, token_email_key
 from services.tokens.service import expiry_event_id
 from tests.conftest import Person, RunContext, bearer, make_person
 
@@ -146,9 +147,10 @@ def test_expiry_emails_sent_once_when_scanner_runs_twice(
     assert sum("expires soon" in subject for subject in subjects) == 1
     assert sum("has expired" in subject for subject in subjects) == 1
     message_ids = {m["message_id"] for m in mails_for(email)}
+    expires_at = datetime.fromisoformat(token["expires_at"])
     assert message_ids == {
-        f"<token-expiring.{token['id']}@notifier.pat.invalid>",
-        f"<token-expired.{token['id']}@notifier.pat.invalid>",
+        f"<{token_email_key(kind, token['id'], expires_at)}@notifier.pat.invalid>"
+        for kind in (EXPIRING, EXPIRED)
     }
 
 
@@ -400,3 +402,14 @@ def test_rotated_token_is_warned_again_only_with_more_than_a_week(
     assert long_warnings[1]["value"]["expires_at"] == rotations[1].json()["expires_at"]
     assert len(short_expired) == 1
     assert len(wait_for_events(run, "token.expiring.v1", short["id"], 2, 0)) == 1
+    # The notifier sends a warning for each expiry the nine-day token had.
+    warnings = mailbox.wait_for_messages(
+        lambda m: (
+            person.user["email"] in m["rcpt_tos"]
+            and "rotated to nine days" in (m["text"] or "")
+            and "expires soon" in (m["subject"] or "")
+        ),
+        count=2,
+        timeout=30,
+    )
+    assert len(warnings) == 2

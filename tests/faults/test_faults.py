@@ -34,6 +34,7 @@ from infra import mailbox
 from infra.config import InfraConfig
 from services.client import Api
 from services.launcher import SERVICES, Stack, free_port, start_stack
+from services.notifier.emails import EXPIRED, EXPIRING, token_email_key
 from services.provision import drop, provision
 from tests.conftest import ADMIN_PASSWORD, EventLog, start_collector
 from tests.faults.workload import Owner, Workload
@@ -155,15 +156,15 @@ class FaultRun:
 
 def expected_emails(run: FaultRun, token_ids: set[str]) -> set[str]:
     rows = run.query(
-        "SELECT id FROM tokens.tokens"
+        "SELECT id, expires_at FROM tokens.tokens"
         " WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL",
         list(token_ids),
     )
     domain = "notifier.pat.invalid"
     return {
-        f"<{kind}.{row['id']}@{domain}>"
+        f"<{token_email_key(kind, row['id'], row['expires_at'])}@{domain}>"
         for row in rows
-        for kind in ("token-expiring", "token-expired")
+        for kind in (EXPIRING, EXPIRED)
     }
 
 
