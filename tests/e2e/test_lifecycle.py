@@ -288,7 +288,7 @@ def token_positions(
     return asyncio.run(read())
 
 
-def test_replicas_scanning_at_once_expire_each_token_once(
+def test_concurrent_scans_expire_each_once(
     run: RunContext, admin: str, person: Person
 ) -> None:
     # A replica scanning in batches of two, and the main one in its default
@@ -326,17 +326,15 @@ def test_replicas_scanning_at_once_expire_each_token_once(
     assert expired_watermark(run) >= max(token_positions(run, [*token_ids, revoked]))
 
 
-def test_scan_over_tokens_already_handled_writes_no_event(
-    run: RunContext, admin: str, person: Person
-) -> None:
+def test_rescan_writes_no_event(run: RunContext, admin: str, person: Person) -> None:
     token_ids, seconds = seed_tokens_due_soon(run, person.user["id"], 3)
     time.sleep(seconds + 0.5)
     scan = f"{run.stack.urls['tokens']}/v1/dev/expiry-scan"
     first = httpx.post(scan, timeout=30).json()
     for token_id in token_ids:
         wait_for_events(run, "token.expired.v1", token_id)
-    # Back to the start, as after a restore from backup: every expired token
-    # is read again, and each event id is one the outbox already holds.
+    # With the watermark back at the start, every expired token is read
+    # again, and each event id is one that the outbox already holds.
     set_expired_watermark(run, datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
     second = httpx.post(scan, timeout=30).json()
     time.sleep(1)  # let a duplicate that should not come arrive
@@ -369,7 +367,7 @@ def set_expired_watermark(
     asyncio.run(write())
 
 
-def test_rotated_token_is_warned_again_only_with_more_than_a_week(
+def test_rotated_token_warning_rules(
     run: RunContext, admin: str, person: Person
 ) -> None:
     short = run.api.create_token(person.session, "rotated to five days", 8)

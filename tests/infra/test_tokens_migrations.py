@@ -94,7 +94,7 @@ def test_watermarks_start_before_first_waiting_token(infra: InfraConfig) -> None
     assert token_position(watermarks, "expiring") == 5
 
 
-def test_watermarks_at_last_token_when_none_waits(infra: InfraConfig) -> None:
+def test_watermarks_at_last_handled_token(infra: InfraConfig) -> None:
     tokens = [(-20, True, True, False), (-10, True, True, False)]
 
     watermarks = asyncio.run(migrate_with(infra, tokens))
