@@ -268,6 +268,10 @@ class EventDispatcher:
         Records that do not parse are dead-lettered after the batch commits,
         so that a batch redelivered after an outage does not dead-letter them
         twice.
+
+        NOTE: an event that fails in the one-at-a-time fallback is
+        dead-lettered at once, so an outage later in the same batch, which
+        rewinds it, dead-letters that event a second time.
         """
         if accepted:
             try:

@@ -21,6 +21,9 @@ def token_email_key(kind: str, token_id: uuid.UUID | str, expires_at: datetime) 
     A rotated token has a new expiry, so it is warned again. The database
     builds the same key for a batch (``INSERT_TOKEN_REQUESTS``).
     """
+    if expires_at.tzinfo is None:
+        # The database reads a time without an offset as UTC.
+        expires_at = expires_at.replace(tzinfo=UTC)
     microseconds = (expires_at - _EPOCH) // timedelta(microseconds=1)
     return f"{kind}.{token_id}.{microseconds}"
 

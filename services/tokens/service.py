@@ -601,7 +601,8 @@ EXPIRED_SCAN = ScanKind(
 EXPIRING_SCAN = ScanKind(
     name="expiring",
     event_type=TokenExpiring.ce_type,
-    due=f"expires_at - {WARNING_INTERVAL} <= $3",
+    # Written as a bound on expires_at, so that the index can stop there.
+    due=f"expires_at <= $3::timestamptz + {WARNING_INTERVAL}",
     # A token given a week or less to live, at creation or rotation, gets no
     # warning: its owner chose that expiry moments before.
     condition="revoked_at IS NULL"

@@ -10,9 +10,10 @@ CREATE TABLE expiry_watermarks (
 CREATE INDEX tokens_expiry ON tokens (expires_at, id);
 
 -- Each watermark starts just before the first token still waiting for its
--- event, or at the last token when none is waiting. A token after that point
--- whose event was already written gets it a second time; the notifier's
--- dedupe key (kind and token id) keeps that to one email.
+-- event, or at the last token already due when none is waiting. A token
+-- after that point whose event was already written gets it a second time;
+-- the notifier's dedupe key (kind, token id and expiry) keeps that to one
+-- email.
 INSERT INTO expiry_watermarks (kind, expires_at, token_id)
 SELECT kinds.kind,
     coalesce(before.expires_at, '1970-01-01T00:00:00Z'),
@@ -33,8 +34,12 @@ LEFT JOIN LATERAL (
 ) AS waiting ON true
 LEFT JOIN LATERAL (
     SELECT t.expires_at, t.id FROM tokens t
-    WHERE waiting.id IS NULL
-        OR (t.expires_at, t.id) < (waiting.expires_at, waiting.id)
+    WHERE t.expires_at <= CASE kinds.kind
+            WHEN 'expired' THEN clock.now
+            ELSE clock.now + interval '7 days'
+        END
+        AND (waiting.id IS NULL
+            OR (t.expires_at, t.id) < (waiting.expires_at, waiting.id))
     ORDER BY t.expires_at DESC, t.id DESC LIMIT 1
 ) AS before ON true;
 

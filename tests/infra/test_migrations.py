@@ -1,4 +1,4 @@
-"""The tokens schema's move from marked token rows to expiry watermarks."""
+"""Migrations that change stored rows, applied to rows of the version before."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import asyncpg
 
 from infra.config import InfraConfig
 from services.common.db import COMMON_MIGRATIONS
+from services.notifier.emails import EXPIRED, PASSWORD_CHANGED, token_email_key
 
-TOKENS_MIGRATIONS = Path(__file__).parents[2] / "services" / "tokens" / "migrations"
+SERVICES = Path(__file__).parents[2] / "services"
+TOKENS_MIGRATIONS = SERVICES / "tokens" / "migrations"
+NOTIFIER_MIGRATIONS = SERVICES / "notifier" / "migrations"
 WATERMARKS = "004_expiry_watermarks.sql"
 START = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 
@@ -95,7 +98,12 @@ def test_watermarks_start_before_first_waiting_token(infra: InfraConfig) -> None
 
 
 def test_watermarks_at_last_handled_token(infra: InfraConfig) -> None:
-    tokens = [(-20, True, True, False), (-10, True, True, False)]
+    tokens = [
+        (-20, True, True, False),
+        (-10, True, True, False),
+        # Deleted, with half a year left: not a token the scan has passed.
+        (180, False, False, True),
+    ]
 
     watermarks = asyncio.run(migrate_with(infra, tokens))
 
@@ -108,3 +116,68 @@ def test_watermarks_at_start_without_tokens(infra: InfraConfig) -> None:
 
     assert token_position(watermarks, "expired") is None
     assert token_position(watermarks, "expiring") is None
+
+
+async def rekey_email_requests(infra: InfraConfig) -> list[tuple[str, str]]:
+    """Store requests under the older keys, apply the notifier's key
+    migration; return each request's key and Message-ID, in order."""
+    schema = f"migration_{uuid.uuid4().hex[:8]}"
+    files = sorted(COMMON_MIGRATIONS.glob("*.sql"))
+    files += sorted(NOTIFIER_MIGRATIONS.glob("*.sql"))
+    rekey = files.pop()
+    assert rekey.name == "004_expiry_email_keys.sql"
+    token_id = uuid.UUID(int=7)
+    conn = await asyncpg.connect(infra.pg_dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        await conn.execute(f"SET search_path TO {schema}")
+        for path in files:
+            await conn.execute(path.read_text())
+        await conn.executemany(
+            "INSERT INTO email_requests (dedupe_key, kind, user_id, token_id,"
+            " token_name, expires_at, occurred_at, message_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [
+                (
+                    f"{EXPIRED}.{token_id}",
+                    EXPIRED,
+                    token_id,
+                    token_id,
+                    "old key",
+                    EXPIRES_AT,
+                    None,
+                    f"<{EXPIRED}.{token_id}@notifier.pat.invalid>",
+                ),
+                (
+                    f"{PASSWORD_CHANGED}.event",
+                    PASSWORD_CHANGED,
+                    token_id,
+                    None,
+                    None,
+                    None,
+                    EXPIRES_AT,
+                    f"<{PASSWORD_CHANGED}.event@notifier.pat.invalid>",
+                ),
+            ],
+        )
+        await conn.execute(rekey.read_text())
+        rows = await conn.fetch(
+            "SELECT dedupe_key, message_id FROM email_requests ORDER BY id"
+        )
+        return [(row["dedupe_key"], row["message_id"]) for row in rows]
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+
+
+EXPIRES_AT = datetime(2027, 3, 1, 12, 30, 0, 250_000, tzinfo=UTC)
+
+
+def test_expiry_email_keys_gain_expiry(infra: InfraConfig) -> None:
+    token_id = uuid.UUID(int=7)
+
+    rows = asyncio.run(rekey_email_requests(infra))
+
+    assert rows[0][0] == token_email_key(EXPIRED, token_id, EXPIRES_AT)
+    assert rows[0][1] == f"<{EXPIRED}.{token_id}@notifier.pat.invalid>"
+    assert rows[1][0] == f"{PASSWORD_CHANGED}.event"
