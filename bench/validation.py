@@ -479,8 +479,8 @@ async def _seed_valid(dsn: str, validators: Validators, count: int) -> list[str]
 
 
 async def _seed_users(dsn: str, validators: Validators, count: int) -> list[str]:
-    """Insert users into the profile service's table until it holds ``count``,
-    and return the new users' names.
+    """Insert users into the profile service's table until it contains
+    ``count``, and return the new users' names.
 
     Creating a user through the API hashes its password with Argon2id, about
     0.2 s of CPU time each, and sends a ``UserCreated`` event through the

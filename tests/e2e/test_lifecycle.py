@@ -255,37 +255,37 @@ def seed_tokens_due_soon(
     return [str(id_) for id_ in ids], asyncio.run(insert())
 
 
-def expired_watermark(run: RunContext) -> tuple[datetime, str]:
-    async def read() -> tuple[datetime, str]:
+def fetch_rows(run: RunContext, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one statement in the run's database and return its rows."""
+
+    async def fetch() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(run.infra.pg_dsn_for(run.database))
         try:
-            row = await conn.fetchrow(
-                "SELECT expires_at, token_id FROM tokens.expiry_watermarks"
-                " WHERE kind = 'expired'"
-            )
-            assert row is not None
-            return row["expires_at"], str(row["token_id"])
+            return await conn.fetch(sql, *args)
         finally:
             await conn.close()
 
-    return asyncio.run(read())
+    return asyncio.run(fetch())
+
+
+def expired_watermark(run: RunContext) -> tuple[datetime, str]:
+    [row] = fetch_rows(
+        run,
+        "SELECT expires_at, token_id FROM tokens.expiry_watermarks"
+        " WHERE kind = 'expired'",
+    )
+    return row["expires_at"], str(row["token_id"])
 
 
 def token_positions(
     run: RunContext, token_ids: list[str]
 ) -> list[tuple[datetime, str]]:
-    async def read() -> list[tuple[datetime, str]]:
-        conn = await asyncpg.connect(run.infra.pg_dsn_for(run.database))
-        try:
-            rows = await conn.fetch(
-                "SELECT expires_at, id FROM tokens.tokens WHERE id = ANY($1::uuid[])",
-                token_ids,
-            )
-            return [(row["expires_at"], str(row["id"])) for row in rows]
-        finally:
-            await conn.close()
-
-    return asyncio.run(read())
+    rows = fetch_rows(
+        run,
+        "SELECT expires_at, id FROM tokens.tokens WHERE id = ANY($1::uuid[])",
+        token_ids,
+    )
+    return [(row["expires_at"], str(row["id"])) for row in rows]
 
 
 def test_concurrent_scans_expire_each_once(
@@ -352,19 +352,13 @@ def test_rescan_writes_no_event(run: RunContext, admin: str, person: Person) -> 
 def set_expired_watermark(
     run: RunContext, expires_at: datetime, token_id: uuid.UUID
 ) -> None:
-    async def write() -> None:
-        conn = await asyncpg.connect(run.infra.pg_dsn_for(run.database))
-        try:
-            await conn.execute(
-                "UPDATE tokens.expiry_watermarks SET expires_at = $1, token_id = $2"
-                " WHERE kind = 'expired'",
-                expires_at,
-                token_id,
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(write())
+    fetch_rows(
+        run,
+        "UPDATE tokens.expiry_watermarks SET expires_at = $1, token_id = $2"
+        " WHERE kind = 'expired'",
+        expires_at,
+        token_id,
+    )
 
 
 def test_rotated_token_warning_rules(

@@ -243,8 +243,8 @@ def expired(name: str, offset: int, partition: int = 0) -> Any:
     return item
 
 
-async def test_offsets_committed_after_write(harness: Harness) -> None:
-    consumer = FakeConsumer()
+def hold_writes(harness: Harness) -> asyncio.Event:
+    """Make the batch statements wait until the returned event is set."""
     release = asyncio.Event()
     original = harness.conn.fetch
 
@@ -253,6 +253,12 @@ async def test_offsets_committed_after_write(harness: Harness) -> None:
         return await original(*args)
 
     harness.conn.fetch = slow_fetch  # type: ignore[method-assign, assignment]
+    return release
+
+
+async def test_offsets_committed_after_write(harness: Harness) -> None:
+    consumer = FakeConsumer()
+    release = hold_writes(harness)
     first = [expired("a", 10), expired("b", 11), expired("c", 4, partition=1)]
     await harness.dispatcher.handle_batch(batch_message(first, consumer))
     await asyncio.sleep(0)
@@ -270,14 +276,7 @@ async def test_offsets_committed_after_write(harness: Harness) -> None:
 
 async def test_next_batch_decoded_during_write(harness: Harness) -> None:
     consumer = FakeConsumer()
-    release = asyncio.Event()
-    original = harness.conn.fetch
-
-    async def slow_fetch(*args: Any) -> list[Any]:
-        await release.wait()
-        return await original(*args)
-
-    harness.conn.fetch = slow_fetch  # type: ignore[method-assign, assignment]
+    release = hold_writes(harness)
     await harness.dispatcher.handle_batch(batch_message([expired("a", 1)], consumer))
     second = asyncio.create_task(
         harness.dispatcher.handle_batch(batch_message([expired("b", 2)], consumer))
@@ -342,5 +341,5 @@ async def test_idempotent_types_skip_inbox(harness: Harness) -> None:
 
     assert len(harness.conn.inbox) == 1
     assert event_id not in harness.conn.inbox
-    # The handler sees the repeat: its own unique key has to skip it.
+    # The handler gets the repeat: its own unique key has to skip it.
     assert harness.conn.applied == ["once", "user", "once"]
